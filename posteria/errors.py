@@ -1,0 +1,42 @@
+"""One exception type for bad input, so the CLI can print one line and exit non-zero."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+class PosteriaError(ValueError):
+    """Bad input from the user: the message names the argument and what was expected."""
+
+
+def check_choice(name: str, value: str, choices: list[str] | tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``, else raise naming the argument and the options."""
+    if value not in choices:
+        raise PosteriaError(f"unknown {name} {value!r}; expected one of: {', '.join(choices)}")
+    return value
+
+
+def check_finite(name: str, x: torch.Tensor) -> torch.Tensor:
+    """Raise if ``x`` holds NaN or infinity."""
+    if not bool(torch.isfinite(x).all()):
+        raise PosteriaError(f"{name} contains NaN or infinite values")
+    return x
+
+
+def check_time(t: torch.Tensor) -> torch.Tensor:
+    """Raise unless every diffusion time lies in [0, 1]."""
+    if not bool(((t >= 0) & (t <= 1)).all()):
+        lo, hi = float(t.min()), float(t.max())
+        raise PosteriaError(f"t must lie in [0, 1], got values in [{lo:g}, {hi:g}]")
+    return t
+
+
+def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
+    """Raise unless ``value`` is a finite number > 0 (or >= 0 when ``allow_zero``)."""
+    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        bound = ">= 0" if allow_zero else "> 0"
+        raise PosteriaError(f"{name} must be a finite number {bound}, got {value!r}")
+    return value
