@@ -39,9 +39,7 @@ class Schedule:
 
     def derivatives(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """Return ``(alpha_t, sigma_t, d alpha / dt, d sigma / dt)`` by forward-mode autodiff."""
-        (alpha, sigma), (dalpha, dsigma) = torch.func.jvp(
-            self.alpha_sigma, (t,), (torch.ones_like(t),)
-        )
+        (alpha, sigma), (dalpha, dsigma) = torch.func.jvp(self.alpha_sigma, (t,), (torch.ones_like(t),))
         return alpha, sigma, dalpha, dsigma
 
     def time_of_ratio(self, r: torch.Tensor, iterations: int = 60) -> torch.Tensor:
@@ -167,9 +165,7 @@ def time_grid(
     elif spacing == "quadratic":
         t = (1 - u * (1 - math.sqrt(t_min))) ** 2
     else:
-        lo, hi = (
-            schedule.ratio(torch.tensor(v, dtype=torch.float64)) ** (1 / rho) for v in (t_min, 1.0)
-        )
+        lo, hi = (schedule.ratio(torch.tensor(v, dtype=torch.float64)) ** (1 / rho) for v in (t_min, 1.0))
         t = schedule.time_of_ratio((hi + u * (lo - hi)) ** rho)
         t[0], t[-1] = 1.0, t_min  # exact ends despite the bisection
     return torch.cat([t, torch.zeros(1, dtype=t.dtype)]).to(torch.get_default_dtype())

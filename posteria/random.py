@@ -21,9 +21,7 @@ class PerSampleNoise:
         self.generators = [torch.Generator().manual_seed(s) for s in self.seeds]
 
     @classmethod
-    def from_generator(
-        cls, generator: torch.Generator | None, n: int, offset: int = 0
-    ) -> PerSampleNoise:
+    def from_generator(cls, generator: torch.Generator | None, n: int, offset: int = 0) -> PerSampleNoise:
         """Draw one base seed from ``generator`` (or from torch's global one when None)."""
         base = int(torch.randint(0, 2**62, (1,), generator=generator))
         return cls(base, n, offset)
@@ -33,9 +31,7 @@ class PerSampleNoise:
 
     def randn(self, event_shape: tuple[int, ...], like: torch.Tensor | None = None) -> torch.Tensor:
         """Standard normal draws of shape ``(n, *event_shape)``, on the device and dtype of ``like``."""
-        draws = [
-            torch.randn(event_shape, generator=g, dtype=torch.float64) for g in self.generators
-        ]
+        draws = [torch.randn(event_shape, generator=g, dtype=torch.float64) for g in self.generators]
         out = torch.stack(draws)
         return out.to(like) if like is not None else out.to(torch.get_default_dtype())
 

@@ -41,8 +41,7 @@ class Denoiser(nn.Module):
         """Raise one clear line if ``x_t`` is not a batch of this denoiser's events."""
         if self.event_shape is not None and tuple(x_t.shape[1:]) != self.event_shape:
             raise PosteriaError(
-                f"x_t must have shape (B, {', '.join(map(str, self.event_shape))}), "
-                f"got {tuple(x_t.shape)}"
+                f"x_t must have shape (B, {', '.join(map(str, self.event_shape))}), got {tuple(x_t.shape)}"
             )
 
     def coefficients(self, t: torch.Tensor, x_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

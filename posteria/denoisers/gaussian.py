@@ -35,9 +35,7 @@ class GaussianDenoiser(Denoiser):
         self.floor = float(floor)
 
     @classmethod
-    def full(
-        cls, schedule: Schedule, mean: torch.Tensor, cov: torch.Tensor, **kw
-    ) -> GaussianDenoiser:
+    def full(cls, schedule: Schedule, mean: torch.Tensor, cov: torch.Tensor, **kw) -> GaussianDenoiser:
         """Prior ``N(mean, cov)`` with a dense (D, D) covariance."""
         lam, Q = torch.linalg.eigh(cov)
         return cls(schedule, mean, lam.clamp_min(0), Q, **kw)
