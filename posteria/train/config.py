@@ -1,0 +1,77 @@
+"""Training configuration: a dataclass read from TOML or JSON, with ``key=value`` overrides."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from posteria.errors import PosteriaError
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run; stored in every checkpoint and prior card."""
+
+    data: str = "mnist"
+    split: str = "train"
+    arch: str = "unet"
+    backbone: dict = field(default_factory=dict)
+    schedule: str = "vp"
+    parameterisation: str = "edm"
+    weighting: str = "edm"
+    time_sampling: str = "lognormal"
+    sigma_data: float = 0.5
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    warmup: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    label_dropout: float = 0.0
+    checkpoint_every: int = 500
+    seed: int = 0
+    out: str = "runs/train"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _parse_value(name: str, text: str, kind: type):
+    """Parse a ``key=value`` override into the field's type (dicts as JSON)."""
+    try:
+        if kind is dict:
+            return json.loads(text)
+        if kind is bool:
+            return text.lower() in ("1", "true", "yes")
+        return kind(text)
+    except (ValueError, json.JSONDecodeError) as e:
+        raise PosteriaError(f"override {name}={text!r}: expected a {kind.__name__}") from e
+
+
+def _read_file(path: Path) -> dict:
+    """Parse a TOML or JSON config file into a dict."""
+    if not path.is_file():
+        raise PosteriaError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        return json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
+        raise PosteriaError(f"config file {path} is not valid {path.suffix[1:] or 'TOML'}: {e}") from e
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Read a TOML/JSON config (or the defaults) and apply ``key=value`` overrides."""
+    values = _read_file(Path(path)) if path is not None else {}
+    types = {f.name: dict if f.name == "backbone" else type(f.default) for f in fields(TrainConfig)}
+    unknown = set(values) - set(types)
+    if unknown:
+        raise PosteriaError(f"unknown config keys: {', '.join(sorted(unknown))}")
+    for item in overrides or []:
+        key, sep, text = item.partition("=")
+        if not sep or key not in types:
+            raise PosteriaError(f"override {item!r}: expected key=value with key one of {', '.join(types)}")
+        values[key] = _parse_value(key, text, types[key])
+    return TrainConfig(**values)

@@ -1,0 +1,132 @@
+"""The training loop: AdamW with warm-up, gradient clipping, EMA, checkpoints and exact resume.
+
+Randomness is drawn per step from a generator seeded by ``(seed, step)``, so a run resumed from a
+checkpoint at step k continues exactly as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from posteria.denoisers.parameterisation import ParameterisedDenoiser, parameterise
+from posteria.errors import PosteriaError
+from posteria.nn import build_backbone
+from posteria.noise import get_schedule
+from posteria.train.checkpoint import load_checkpoint, read_state, save_checkpoint
+from posteria.train.config import TrainConfig
+from posteria.train.ema import EMA
+from posteria.train.losses import DenoisingLoss
+
+# Large odd stride between the seeds of consecutive steps.
+_STEP_STRIDE = 1_000_003
+
+
+def build_denoiser(config: TrainConfig, event_shape: tuple[int, ...]) -> ParameterisedDenoiser:
+    """The untrained denoiser a config describes: backbone + parameterisation + schedule."""
+    backbone = build_backbone(config.arch, config.backbone)
+    schedule = get_schedule(config.schedule)
+    return parameterise(
+        config.parameterisation, backbone, schedule, event_shape=event_shape, sigma_data=config.sigma_data
+    )
+
+
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator that draws everything random at ``step``."""
+    return torch.Generator().manual_seed(seed * _STEP_STRIDE + step)
+
+
+def draw_batch(data: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig, g: torch.Generator):
+    """A batch of training examples (with replacement) and, for a class-conditional backbone, labels
+    of which a fraction ``label_dropout`` is replaced by -1 ("no class", for classifier-free guidance)."""
+    index = torch.randint(0, data.shape[0], (config.batch_size,), generator=g)
+    if labels is None or not config.backbone.get("num_classes"):
+        return data[index], {}
+    y = labels[index].clone()
+    y[torch.rand(y.shape, generator=g) < config.label_dropout] = -1
+    return data[index], {"labels": y}
+
+
+class Trainer:
+    """Holds the model, its EMA and the optimizer; :meth:`run` trains up to ``config.steps``."""
+
+    def __init__(self, config: TrainConfig, data: torch.Tensor, labels: torch.Tensor | None = None) -> None:
+        if data.shape[0] == 0:
+            raise PosteriaError("training data is empty")
+        self.config, self.data, self.labels = config, data, labels
+        self.denoiser = build_denoiser(config, tuple(data.shape[1:]))
+        self.ema = EMA(self.denoiser, config.ema_decay)
+        self.optimizer = torch.optim.AdamW(
+            self.denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
+        self.loss = DenoisingLoss(config.weighting, config.time_sampling)
+        self.step = 0
+
+    def resume(self, folder: Path) -> None:
+        """Continue from the checkpoint in ``folder`` (which must come from the same config)."""
+        saved = read_state(folder)["config"]
+        mismatched = [
+            k
+            for k in ("arch", "backbone", "schedule", "parameterisation")
+            if saved[k] != getattr(self.config, k)
+        ]
+        if mismatched:
+            raise PosteriaError(f"checkpoint {folder} was trained with a different {', '.join(mismatched)}")
+        self.step = load_checkpoint(folder, self.denoiser, self.ema, self.optimizer)
+
+    def train_step(self) -> float:
+        """One optimisation step; returns the loss."""
+        cfg = self.config
+        g = step_generator(cfg.seed, self.step)
+        x, cond = draw_batch(self.data, self.labels, cfg, g)
+        for group in self.optimizer.param_groups:
+            group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(cfg.warmup, 1))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # dropout, if any
+            loss = self.loss(self.denoiser, x, g, **cond)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        self.step += 1
+        self.ema.update(self.denoiser, self.step)
+        return float(loss.detach())
+
+    def run(self, until: int | None = None, progress: bool = True, on_checkpoint: Callable | None = None):
+        """Train to step ``until`` (default ``config.steps``), checkpointing every ``checkpoint_every``."""
+        cfg = self.config
+        until = cfg.steps if until is None else until
+        bar = tqdm(total=until, initial=self.step, disable=not progress, desc="train", unit="step")
+        start, first = time.perf_counter(), self.step
+        while self.step < until:
+            loss = self.train_step()
+            rate = (self.step - first) * cfg.batch_size / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
+            bar.update(1)
+            if self.step % cfg.checkpoint_every == 0 or self.step == until:
+                self.save(Path(cfg.out) / "checkpoint")
+                if on_checkpoint is not None:
+                    on_checkpoint(self)
+        bar.close()
+        return self
+
+    def save(self, folder: Path) -> Path:
+        return save_checkpoint(
+            folder, self.denoiser, self.ema, self.optimizer, self.step, self.config.to_dict()
+        )
+
+
+def fit(config: TrainConfig, resume: bool = True, progress: bool = True) -> Trainer:
+    """Train the model ``config`` describes on its data set, resuming from ``config.out`` if possible."""
+    from posteria.data import load_dataset
+
+    data, labels = load_dataset(config.data, config.split)
+    trainer = Trainer(config, data, labels)
+    checkpoint = Path(config.out) / "checkpoint"
+    if resume and (checkpoint / "state.json").is_file():
+        trainer.resume(checkpoint)
+    return trainer.run(progress=progress)
