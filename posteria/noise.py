@@ -30,7 +30,8 @@ class Schedule:
 
     def __call__(self, t: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(alpha_t, sigma_t)`` with the shape of ``t``."""
-        return self.alpha_sigma(torch.as_tensor(t, dtype=torch.get_default_dtype()))
+        t = torch.as_tensor(t)
+        return self.alpha_sigma(t if t.is_floating_point() else t.to(torch.get_default_dtype()))
 
     def ratio(self, t: torch.Tensor | float) -> torch.Tensor:
         """Noise-to-signal ratio ``r_t = sigma_t / alpha_t`` (EDM's sigma; ``r^-2`` is the SNR)."""
@@ -146,7 +147,7 @@ def time_grid(
 ) -> torch.Tensor:
     """Decreasing times ``t_0 = 1 > t_1 > ... > t_{steps-1} = t_min > t_steps = 0``, shape (steps + 1,).
 
-    ``t_min`` defaults to ``schedule.t_min``.
+    ``t_min`` defaults to ``schedule.t_min``; with ``steps = 1`` the grid is ``[1, 0]``.
 
     A sampler makes ``steps`` transitions ``t_i -> t_{i+1}``; the last one lands on ``t = 0``, where
     ``x_0`` is the denoiser's estimate. Spacings: ``uniform`` in t (DDPM with 1000 steps visits
@@ -167,5 +168,5 @@ def time_grid(
     else:
         lo, hi = (schedule.ratio(torch.tensor(v, dtype=torch.float64)) ** (1 / rho) for v in (t_min, 1.0))
         t = schedule.time_of_ratio((hi + u * (lo - hi)) ** rho)
-        t[0], t[-1] = 1.0, t_min  # exact ends despite the bisection
+        t[-1], t[0] = t_min, 1.0  # exact ends despite the bisection; [1, 0] when steps = 1
     return torch.cat([t, torch.zeros(1, dtype=t.dtype)]).to(torch.get_default_dtype())

@@ -1,0 +1,103 @@
+"""Shipped priors and classifiers: safetensors weights plus a JSON card, loaded without any download.
+
+A prior folder holds ``weights.safetensors`` (the EMA weights of the backbone) and ``card.json``::
+
+    {"name", "kind": "prior", "arch", "backbone", "schedule", "parameterisation", "sigma_data",
+     "event_shape", "data", "split", "train_steps", "wall_time_s", "command", "metrics", ...}
+
+``load_prior("mnist")`` reads the folder shipped in ``posteria/assets/priors/mnist``; a path to any
+folder of that layout works too.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from posteria.denoisers.parameterisation import ParameterisedDenoiser, parameterise
+from posteria.errors import PosteriaError
+from posteria.nn import ClassifierConfig, DigitClassifier, build_backbone
+from posteria.noise import get_schedule
+from posteria.train.checkpoint import read_state, save_json, save_tensors
+
+
+def _assets(kind: str) -> Path:
+    return Path(str(resources.files("posteria") / "assets" / kind))
+
+
+def shipped(kind: str = "priors") -> list[str]:
+    """Names of the shipped priors (``kind="priors"``) or classifiers (``kind="classifiers"``)."""
+    folder = _assets(kind)
+    return sorted(p.name for p in folder.iterdir() if (p / "card.json").is_file()) if folder.is_dir() else []
+
+
+def _resolve(name_or_path: str | Path, kind: str) -> Path:
+    """A shipped name or a folder path -> the folder; PosteriaError listing the names otherwise."""
+    if str(name_or_path) in shipped(kind):
+        return _assets(kind) / str(name_or_path)
+    folder = Path(name_or_path)
+    if (folder / "card.json").is_file() and (folder / "weights.safetensors").is_file():
+        return folder
+    names = ", ".join(shipped(kind)) or "none shipped"
+    raise PosteriaError(
+        f"unknown {kind[:-1]} {str(name_or_path)!r}; expected a shipped name ({names}) or a folder "
+        "with card.json and weights.safetensors"
+    )
+
+
+def read_card(name_or_path: str | Path, kind: str = "priors") -> dict:
+    """The JSON card of a shipped or saved prior/classifier."""
+    return json.loads((_resolve(name_or_path, kind) / "card.json").read_text())
+
+
+def prior_from_card(card: dict) -> ParameterisedDenoiser:
+    """An untrained denoiser with the architecture a card describes."""
+    backbone = build_backbone(card["arch"], card["backbone"])
+    return parameterise(
+        card["parameterisation"],
+        backbone,
+        get_schedule(card["schedule"]),
+        event_shape=tuple(card["event_shape"]),
+        sigma_data=card["sigma_data"],
+    )
+
+
+def load_prior(name_or_path: str | Path = "mnist") -> ParameterisedDenoiser:
+    """A shipped prior by name (e.g. ``"mnist"``) or a prior folder, as a Denoiser in eval mode."""
+    folder = _resolve(name_or_path, "priors")
+    card = json.loads((folder / "card.json").read_text())
+    denoiser = prior_from_card(card)
+    denoiser.backbone.load_state_dict(load_file(folder / "weights.safetensors"))
+    denoiser.card = card
+    return denoiser.eval().requires_grad_(False)
+
+
+def load_classifier(name_or_path: str | Path = "mnist") -> DigitClassifier:
+    """A shipped classifier by name or folder, in eval mode."""
+    folder = _resolve(name_or_path, "classifiers")
+    card = json.loads((folder / "card.json").read_text())
+    model = DigitClassifier(ClassifierConfig.from_dict(card["config"]))
+    model.load_state_dict(load_file(folder / "weights.safetensors"))
+    model.card = card
+    return model.eval().requires_grad_(False)
+
+
+def export_prior(checkpoint: Path, dest: Path, card: dict) -> Path:
+    """Write the EMA backbone weights of a training checkpoint and a card (merged with ``card``)."""
+    state = read_state(checkpoint)
+    config = state["config"]
+    weights = load_file(Path(checkpoint) / "weights.safetensors")
+    prefix = "ema.backbone."
+    backbone = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
+    if not backbone:
+        raise PosteriaError(f"checkpoint {checkpoint} holds no EMA backbone weights")
+    keys = ("arch", "backbone", "schedule", "parameterisation", "sigma_data", "data", "split")
+    full_card = {"kind": "prior", "train_steps": state["step"], **{k: config[k] for k in keys}, **card}
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    save_tensors({k: v.to(torch.float32) for k, v in backbone.items()}, Path(dest) / "weights.safetensors")
+    save_json(full_card, Path(dest) / "card.json")
+    return Path(dest)
