@@ -45,8 +45,137 @@ def train(
     if threads > 0:
         torch.set_num_threads(threads)
     cfg = load_config(config, set_)
-    trainer = fit(cfg, resume=not fresh)
+    trainer = fit(cfg, resume=not fresh, command=" ".join(["posteria", *sys.argv[1:]]))
     typer.echo(f"trained {trainer.step} steps; checkpoint in {Path(cfg.out) / 'checkpoint'}")
+
+
+@app.command()
+def sample(
+    out: Annotated[Path, typer.Option(help="Folder for samples.png and metrics.json.")],
+    prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
+    sampler: Annotated[str, typer.Option(help="ddpm, ddim, euler, heun, pc (langevin).")] = "ddim",
+    steps: Annotated[int, typer.Option(help="Sampler steps.")] = 50,
+    n: Annotated[int, typer.Option("-n", "--n", help="Number of samples.")] = 64,
+    seed: Annotated[int, typer.Option(help="Random seed; sample i depends only on it and i.")] = 0,
+    spacing: Annotated[str, typer.Option(help="Time grid: uniform, quadratic, karras.")] = "uniform",
+    eta: Annotated[float | None, typer.Option(help="DDIM noise level (0: deterministic).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per network batch.")] = 256,
+) -> None:
+    """Sample a prior; writes OUT/samples.png and OUT/metrics.json (FD against held-out digits, time)."""
+    import time
+
+    import torch
+
+    import posteria as pa
+    from posteria.io import save_grid
+    from posteria.metrics.quality import digit_quality
+    from posteria.train.checkpoint import save_json
+
+    den = pa.load_prior(prior)
+    options = {"spacing": spacing} | ({"eta": eta} if eta is not None else {})
+    runner = pa.get_sampler(sampler, den, steps, **options)  # validates names before the long run
+    start = time.perf_counter()
+    x = pa.sample(den, sampler, steps, n, torch.Generator().manual_seed(seed), batch_size=batch_size,
+                  progress=True, **options)  # fmt: skip
+    seconds = time.perf_counter() - start
+    metrics = {"prior": prior, "sampler": sampler, "steps": steps, "nfe": runner.nfe, "n": n, "seed": seed,
+               "spacing": spacing, "wall_time_s": round(seconds, 3)}  # fmt: skip
+    quality = digit_quality(x, den.card.get("data", "mnist"))
+    if quality is not None:
+        metrics |= {**quality, "fd_reference": "mnist10k test split (1,000 digits)"}
+    save_grid(x, out / "samples.png", scale=2)
+    save_json(metrics, out / "metrics.json")
+    typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option(help="Folder for index.md and its figures.")] = Path("out/demo"),
+    prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """The main job on the bundled prior (under 2 minutes on 2 CPU cores): writes OUT/index.md."""
+    from posteria.demo import run_demo
+
+    typer.echo(f"wrote {run_demo(out, prior, seed)}")
+
+
+@app.command("train-classifier")
+def train_classifier_cmd(
+    out: Annotated[Path, typer.Option(help="Folder for weights.safetensors and card.json.")],
+    data: Annotated[str, typer.Option(help="Labelled data set (mnist, digits).")] = "mnist",
+    steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 800,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Train the digit classifier used for the offline Frechet distance (FD) and confidence."""
+    from posteria.data import load_dataset
+    from posteria.train.checkpoint import save_json, save_tensors
+    from posteria.train.classifier import accuracy, train_classifier
+
+    x, y = load_dataset(data, "train")
+    if y is None:
+        raise PosteriaError(f"data set {data!r} has no labels; a classifier needs a labelled set")
+    model, seconds = train_classifier(x, y, steps=steps, seed=seed)
+    x_test, y_test = load_dataset(data, "test")
+    card = {
+        "kind": "classifier",
+        "config": model.config.to_dict(),
+        "data": data,
+        "split": "train",
+        "train_steps": steps,
+        "wall_time_s": round(seconds, 1),
+        "command": " ".join(["posteria", *sys.argv[1:]]),
+        "metrics": {"test_accuracy": accuracy(model, x_test, y_test)},
+    }
+    save_tensors(model.state_dict(), out / "weights.safetensors")
+    save_json(card, out / "card.json")
+    typer.echo(f"test accuracy {card['metrics']['test_accuracy']:.4f}; saved to {out}")
+
+
+bench_app = typer.Typer(help="Benchmarks: results as JSON, Markdown tables and PNG figures.")
+app.add_typer(bench_app, name="bench")
+
+
+def _write_results(out: Path, name: str, rows: list[dict], title: str) -> None:
+    """OUT/NAME.json and OUT/NAME.md with the machine line."""
+    import json
+
+    from posteria.io import atomic_write_text
+    from posteria.report.markdown import machine, machine_line, table
+
+    atomic_write_text(out / f"{name}.json", json.dumps({"machine": machine(), "results": rows}, indent=2))
+    atomic_write_text(out / f"{name}.md", f"## {title}\n\n{table(rows)}\n\n{machine_line()}\n")
+    typer.echo(table(rows))
+
+
+@bench_app.command("speed")
+def bench_speed(
+    out: Annotated[Path, typer.Option(help="Folder for speed.json and speed.md.")] = Path("out/bench"),
+    prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 64,
+    repeats: Annotated[int, typer.Option(help="Timed repeats (the best is kept).")] = 3,
+) -> None:
+    """Training images/s, denoiser evaluations/s, DDIM-50 wall time and sampler overhead."""
+    from posteria.bench.speed import run_speed
+
+    _write_results(out, "speed", [run_speed(prior, batch, repeats=repeats)], "Speed")
+
+
+@bench_app.command("quality")
+def bench_quality(
+    out: Annotated[Path, typer.Option(help="Folder for quality.json, quality.md, quality.png.")] = Path(
+        "out/bench"
+    ),
+    prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
+    n: Annotated[int, typer.Option("-n", "--n", help="Samples per sampler.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """FD of N samples for DDPM-1000, DDIM-50, DDIM-20 and Heun-18, next to the training-data floor."""
+    from posteria.bench.quality import plot_quality, run_quality
+
+    rows = run_quality(prior, n, seed)
+    _write_results(out, "quality", rows, f"Sample quality ({n} samples)")
+    plot_quality(rows, out / "quality.png")
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from posteria.data import load_dataset
 from posteria.denoisers.parameterisation import ParameterisedDenoiser, parameterise
 from posteria.errors import PosteriaError
 from posteria.nn import ClassifierConfig, DigitClassifier, build_backbone
@@ -96,7 +97,14 @@ def export_prior(checkpoint: Path, dest: Path, card: dict) -> Path:
     if not backbone:
         raise PosteriaError(f"checkpoint {checkpoint} holds no EMA backbone weights")
     keys = ("arch", "backbone", "schedule", "parameterisation", "sigma_data", "data", "split")
-    full_card = {"kind": "prior", "train_steps": state["step"], **{k: config[k] for k in keys}, **card}
+    event_shape = list(load_dataset(config["data"], "test")[0].shape[1:])
+    full_card = {
+        "kind": "prior",
+        "event_shape": event_shape,
+        "train_steps": state["step"],
+        **{k: config[k] for k in keys},
+        **card,
+    }
     Path(dest).mkdir(parents=True, exist_ok=True)
     save_tensors({k: v.to(torch.float32) for k, v in backbone.items()}, Path(dest) / "weights.safetensors")
     save_json(full_card, Path(dest) / "card.json")

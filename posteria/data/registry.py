@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
 
+from posteria.data.arrays import npz_arrays
 from posteria.data.digits import digits
+from posteria.data.folder import image_folder
 from posteria.data.mnist import mnist10k
-from posteria.data.splits import SPLITS
+from posteria.data.splits import SPLITS, split_indices
 from posteria.data.toy import checkerboard, gaussian_mixture_2d, swiss_roll, two_moons
 from posteria.errors import PosteriaError, check_choice
 
@@ -55,4 +58,16 @@ def load_dataset(name: str, split: str = "train") -> Loaded:
         return _LABELLED[name](split)
     if name in _TOY:
         return _toy(name, split)
-    raise PosteriaError(f"unknown dataset {name!r}; expected one of: {', '.join(dataset_names())}")
+    if name.endswith(".npz") or "/" in name or os.sep in name:
+        return _from_path(name, split)
+    raise PosteriaError(
+        f"unknown dataset {name!r}; expected one of: {', '.join(dataset_names())}, "
+        "a folder of images or an .npz file"
+    )
+
+
+def _from_path(path: str, split: str) -> Loaded:
+    """A user's folder of images or .npz file; split by :func:`split_indices` with 10% held out."""
+    data = npz_arrays(path) if path.endswith(".npz") else image_folder(path)
+    n_test = max(1, data.shape[0] // 10) if data.shape[0] > 1 else 0
+    return data[split_indices(data.shape[0], split, n_test)], None

@@ -59,3 +59,15 @@ class SampleQuality:
             "confidence": float(probs.max(1).values.mean()),
             "class_entropy": entropy,
         }
+
+
+def digit_quality(samples: torch.Tensor, data: str = "mnist") -> dict[str, float] | None:
+    """FD, confidence and class entropy of digit samples against the held-out test split of ``data``,
+    scored by the shipped classifier; None if the samples are not 28x28 single-channel digits."""
+    from posteria.data import load_dataset
+    from posteria.priors import load_classifier
+
+    if tuple(samples.shape[1:]) != (1, 28, 28):
+        return None
+    reference, _ = load_dataset(data, "test")
+    return SampleQuality(load_classifier("mnist")).score(samples, reference)

@@ -49,8 +49,11 @@ def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Te
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(folder: Path, model, ema, optimizer, step: int, config: dict) -> Path:
-    """Save model, EMA and optimizer state at ``step`` into ``folder`` (created if needed)."""
+def save_checkpoint(
+    folder: Path, model, ema, optimizer, step: int, config: dict, meta: dict | None = None
+) -> Path:
+    """Save model, EMA and optimizer state at ``step`` into ``folder`` (created if needed); ``meta``
+    (the command, the accumulated wall time) goes into state.json unchanged."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     weights = {f"model.{k}": v for k, v in model.state_dict().items()}
@@ -58,7 +61,8 @@ def save_checkpoint(folder: Path, model, ema, optimizer, step: int, config: dict
     save_tensors(weights, folder / "weights.safetensors")
     opt_tensors, opt_meta = optimizer_tensors(optimizer)
     save_tensors(opt_tensors, folder / "optimizer.safetensors")
-    save_json({"step": step, "config": config, "optimizer": opt_meta}, folder / "state.json")
+    state = {"step": step, "config": config, "optimizer": opt_meta, "meta": meta or {}}
+    save_json(state, folder / "state.json")
     return folder
 
 

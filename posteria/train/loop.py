@@ -7,7 +7,6 @@ checkpoint at step k continues exactly as if it had never stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -65,6 +64,7 @@ class Trainer:
         )
         self.loss = DenoisingLoss(config.weighting, config.time_sampling)
         self.step = 0
+        self.meta = {"wall_time_s": 0.0, "command": ""}
 
     def resume(self, folder: Path) -> None:
         """Continue from the checkpoint in ``folder`` (which must come from the same config)."""
@@ -77,6 +77,7 @@ class Trainer:
         if mismatched:
             raise PosteriaError(f"checkpoint {folder} was trained with a different {', '.join(mismatched)}")
         self.step = load_checkpoint(folder, self.denoiser, self.ema, self.optimizer)
+        self.meta["wall_time_s"] = read_state(folder).get("meta", {}).get("wall_time_s", 0.0)
 
     def train_step(self) -> float:
         """One optimisation step; returns the loss."""
@@ -96,36 +97,42 @@ class Trainer:
         self.ema.update(self.denoiser, self.step)
         return float(loss.detach())
 
-    def run(self, until: int | None = None, progress: bool = True, on_checkpoint: Callable | None = None):
-        """Train to step ``until`` (default ``config.steps``), checkpointing every ``checkpoint_every``."""
+    def run(self, until: int | None = None, progress: bool = True) -> Trainer:
+        """Train to step ``until`` (default ``config.steps``), checkpointing every ``checkpoint_every``
+        steps and at the end; the progress bar shows the loss and training images per second."""
         cfg = self.config
         until = cfg.steps if until is None else until
         bar = tqdm(total=until, initial=self.step, disable=not progress, desc="train", unit="step")
-        start, first = time.perf_counter(), self.step
+        start = last_save = time.perf_counter()
+        first = self.step
         while self.step < until:
             loss = self.train_step()
-            rate = (self.step - first) * cfg.batch_size / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{rate:.0f}")
+            now = time.perf_counter()
+            bar.set_postfix(
+                loss=f"{loss:.4f}", img_s=f"{(self.step - first) * cfg.batch_size / (now - start):.0f}"
+            )
             bar.update(1)
             if self.step % cfg.checkpoint_every == 0 or self.step == until:
+                self.meta["wall_time_s"] += now - last_save
+                last_save = now
                 self.save(Path(cfg.out) / "checkpoint")
-                if on_checkpoint is not None:
-                    on_checkpoint(self)
         bar.close()
         return self
 
     def save(self, folder: Path) -> Path:
-        return save_checkpoint(
-            folder, self.denoiser, self.ema, self.optimizer, self.step, self.config.to_dict()
-        )
+        """Checkpoint the model, EMA, optimizer, config and meta (command, wall time) to ``folder``."""
+        config = self.config.to_dict()
+        return save_checkpoint(folder, self.denoiser, self.ema, self.optimizer, self.step, config, self.meta)
 
 
-def fit(config: TrainConfig, resume: bool = True, progress: bool = True) -> Trainer:
-    """Train the model ``config`` describes on its data set, resuming from ``config.out`` if possible."""
+def fit(config: TrainConfig, resume: bool = True, progress: bool = True, command: str = "") -> Trainer:
+    """Train the model ``config`` describes on its data set, resuming from ``config.out`` if possible;
+    ``command`` (the command line that started the run) is recorded in the checkpoints."""
     from posteria.data import load_dataset
 
     data, labels = load_dataset(config.data, config.split)
     trainer = Trainer(config, data, labels)
+    trainer.meta["command"] = command
     checkpoint = Path(config.out) / "checkpoint"
     if resume and (checkpoint / "state.json").is_file():
         trainer.resume(checkpoint)

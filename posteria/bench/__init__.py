@@ -1,0 +1,1 @@
+"""Benchmarks that regenerate the tables and figures of BENCHMARKS.md."""

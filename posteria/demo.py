@@ -1,0 +1,108 @@
+"""``posteria demo``: the main job on the bundled prior, in under two minutes on two CPU cores.
+
+Writes OUT/index.md with: digits sampled from the shipped MNIST prior (and their offline FD), what
+the denoiser ``E[x | x_t]`` does at several noise levels, and every sampler run on an exact 2-D
+mixture prior, where the right answer is known.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+import posteria as pa
+from posteria.data import load_dataset, ring_of_gaussians
+from posteria.denoisers.mixture import GaussianMixtureDenoiser
+from posteria.io import atomic_write_text, save_grid
+from posteria.metrics.quality import digit_quality
+from posteria.noise import VPLinear
+from posteria.report.figures import image_rows, scatter_panels
+from posteria.report.markdown import machine_line, table
+
+#: (sampler, steps) pairs shown on the exact mixture prior.
+TOY_RUNS = [("ddpm", 200), ("ddim", 50), ("euler", 100), ("heun", 20), ("pc", 100)]
+
+
+def sample_digits(prior: pa.Denoiser, out: Path, seed: int) -> dict:
+    """64 digits with DDIM-50; a PNG grid and their quality numbers."""
+    start = time.perf_counter()
+    x = pa.sample(prior, "ddim", 50, 64, torch.Generator().manual_seed(seed), progress=True)
+    seconds = time.perf_counter() - start
+    save_grid(x, out / "samples.png", scale=2)
+    return {"sampler": "ddim", "steps": 50, "n": 64, "seconds": seconds, **(digit_quality(x) or {})}
+
+
+@torch.no_grad()
+def denoising_panel(prior: pa.Denoiser, out: Path, seed: int) -> Path:
+    """Held-out digits, noised at three levels, and the prior's posterior mean ``E[x | x_t]``."""
+    x, _ = load_dataset("mnist", "test")
+    x = x[:8]
+    g = torch.Generator().manual_seed(seed)
+    rows = {}
+    for t in (0.2, 0.4, 0.6):
+        alpha, sigma = prior.schedule(torch.tensor(t))
+        x_t = alpha * x + sigma * torch.randn(x.shape, generator=g)
+        rows[f"x_t, t={t}"] = x_t / alpha  # rescaled so the digit keeps its contrast
+        rows[f"E[x|x_t], t={t}"] = prior(x_t, t)
+    return image_rows({"clean": x, **rows}, out / "denoising.png")
+
+
+def exact_mixture_check(out: Path, seed: int) -> list[dict]:
+    """Every sampler on the exact denoiser of an 8-mode 2-D mixture: scatter plots and mode statistics."""
+    mixture = ring_of_gaussians()
+    den = GaussianMixtureDenoiser.full(VPLinear(), mixture.means, mixture.covs, mixture.weights)
+    reference = mixture.sample(2000, torch.Generator().manual_seed(seed)).float()
+    panels, rows = {}, []
+    for name, steps in TOY_RUNS:
+        x = pa.sample(den, name, steps, 2000, torch.Generator().manual_seed(seed)).float()
+        counts = torch.bincount(mixture.assign(x), minlength=8).float() / x.shape[0]
+        spread = torch.cdist(x.double(), mixture.means).min(1).values.pow(2).mean().sqrt()
+        panels[f"{name}-{steps}"] = x
+        rows.append({"sampler": name, "steps": steps, "modes hit": int((counts > 0.05).sum()),
+                     "max |weight - 1/8|": float((counts - 1 / 8).abs().max()),
+                     "rms distance to mode": float(spread), "exact rms": 0.15 * 2**0.5})  # fmt: skip
+    scatter_panels({"exact prior": reference, **panels}, reference, out / "mixture.png")
+    return rows
+
+
+def run_demo(out: Path, prior_name: str = "mnist", seed: int = 0) -> Path:
+    """Run the demo into ``out``; returns the path of ``index.md``."""
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    prior = pa.load_prior(prior_name)
+    digits = sample_digits(prior, out, seed)
+    denoising_panel(prior, out, seed)
+    mixture_rows = exact_mixture_check(out, seed)
+    card = prior.card
+    lines = [
+        "# posteria demo",
+        "",
+        f"Prior `{prior_name}`: {card['arch']} backbone trained {card['train_steps']} steps on "
+        f"{card['data']} ({card['split']} split), {card['schedule']} schedule, {card['parameterisation']} "
+        "parameterisation.",
+        "",
+        "## Samples from the prior (DDIM, 50 steps)",
+        "![samples](samples.png)",
+        "",
+        table([digits]),
+        "",
+        "FD: Frechet distance of the shipped classifier's features to the 1,000 held-out test digits "
+        "(64 samples, so biased upwards; see BENCHMARKS.md for 1,000-sample values).",
+        "",
+        "## The denoiser E[x | x_t] on held-out digits",
+        "![denoising](denoising.png)",
+        "",
+        "## Every sampler on an exact mixture prior",
+        "An 8-mode Gaussian mixture in 2-D with its exact denoiser: a right sampler hits every mode with "
+        "weight 1/8 and the modes' spread (0.15 per axis).",
+        "",
+        "![mixture](mixture.png)",
+        "",
+        table(mixture_rows),
+        "",
+        f"Total time {time.perf_counter() - start:.1f} s. {machine_line()}",
+        "",
+    ]
+    return atomic_write_text(out / "index.md", "\n".join(lines))

@@ -1,0 +1,1 @@
+"""Reports: Markdown tables, machine headers and PNG figures."""
