@@ -181,7 +181,7 @@ def bench_quality(
 def main() -> None:
     """Console entry point: run the app, reporting bad input as one line."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: click prints its own usage errors and exits 2
     except PosteriaError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)

@@ -24,6 +24,8 @@ class Schedule:
     name: str = "schedule"
     #: the smallest time samplers visit before the final jump to t = 0 (DDPM's step 1 of 1000)
     t_min: float = 1e-3
+    #: the time grid samplers use unless told otherwise
+    default_spacing: str = "uniform"
 
     def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
@@ -39,9 +41,13 @@ class Schedule:
         return sigma / alpha
 
     def derivatives(self, t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Return ``(alpha_t, sigma_t, d alpha / dt, d sigma / dt)`` by forward-mode autodiff."""
-        (alpha, sigma), (dalpha, dsigma) = torch.func.jvp(self.alpha_sigma, (t,), (torch.ones_like(t),))
-        return alpha, sigma, dalpha, dsigma
+        """Return ``(alpha_t, sigma_t, d alpha / dt, d sigma / dt)``, derivatives by autograd (the
+        schedule is elementwise in ``t``, so the gradient of a sum is the pointwise derivative)."""
+        with torch.enable_grad():
+            t = t.detach().clone().requires_grad_(True)
+            alpha, sigma = self.alpha_sigma(t)
+            dalpha, dsigma = (_pointwise_derivative(v, t) for v in (alpha, sigma))
+        return alpha.detach(), sigma.detach(), dalpha, dsigma
 
     def time_of_ratio(self, r: torch.Tensor, iterations: int = 60) -> torch.Tensor:
         """Invert ``r_t`` by bisection on ``[0, 1]`` (float64); ``r`` outside the range is clamped."""
@@ -58,6 +64,13 @@ class Schedule:
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v:g}" for k, v in vars(self).items() if isinstance(v, float))
         return f"{type(self).__name__}({fields})"
+
+
+def _pointwise_derivative(v: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """``dv/dt`` for ``v`` an elementwise function of ``t`` (zero where ``v`` does not depend on it)."""
+    if not v.requires_grad:
+        return torch.zeros_like(t).detach()
+    return torch.autograd.grad(v.sum(), t, retain_graph=True)[0]
 
 
 class VPLinear(Schedule):
@@ -107,6 +120,8 @@ class VE(Schedule):
     """
 
     name = "ve"
+    # sigma spans 0.002 to 80: uniform steps in t would leave the low-noise end with almost none
+    default_spacing = "karras"
 
     def __init__(self, sigma_max: float = 80.0, sigma_min: float = 0.002) -> None:
         self.sigma_max, self.sigma_min = float(sigma_max), float(sigma_min)
@@ -141,20 +156,21 @@ GRIDS = ("uniform", "quadratic", "karras")
 def time_grid(
     schedule: Schedule,
     steps: int,
-    spacing: str = "uniform",
+    spacing: str | None = None,
     t_min: float | None = None,
     rho: float = 7.0,
 ) -> torch.Tensor:
     """Decreasing times ``t_0 = 1 > t_1 > ... > t_{steps-1} = t_min > t_steps = 0``, shape (steps + 1,).
 
-    ``t_min`` defaults to ``schedule.t_min``; with ``steps = 1`` the grid is ``[1, 0]``.
+    ``spacing`` and ``t_min`` default to ``schedule.default_spacing`` and ``schedule.t_min``; with
+    ``steps = 1`` the grid is ``[1, 0]``.
 
     A sampler makes ``steps`` transitions ``t_i -> t_{i+1}``; the last one lands on ``t = 0``, where
     ``x_0`` is the denoiser's estimate. Spacings: ``uniform`` in t (DDPM with 1000 steps visits
     exactly ``i / 1000``), ``quadratic`` in sqrt(t) (DDIM's choice, Song et al. 2021), ``karras``
     uniform in ``r_t^(1/rho)`` between ``r(t_min)`` and ``r(1)`` (Karras et al. 2022, eq. 5).
     """
-    check_choice("time spacing", spacing, GRIDS)
+    spacing = check_choice("time spacing", spacing or schedule.default_spacing, GRIDS)
     t_min = schedule.t_min if t_min is None else t_min
     if steps < 1:
         raise PosteriaError(f"steps must be a positive integer, got {steps}")

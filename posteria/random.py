@@ -30,13 +30,15 @@ class PerSampleNoise:
         return len(self.generators)
 
     def randn(self, event_shape: tuple[int, ...], like: torch.Tensor | None = None) -> torch.Tensor:
-        """Standard normal draws of shape ``(n, *event_shape)``, on the device and dtype of ``like``."""
-        draws = [torch.randn(event_shape, generator=g, dtype=torch.float64) for g in self.generators]
-        out = torch.stack(draws)
-        return out.to(like) if like is not None else out.to(torch.get_default_dtype())
+        """Standard normal draws of shape ``(n, *event_shape)``, in the dtype and on the device of
+        ``like`` (default dtype on the CPU without it). Drawn on the CPU, where the generators live."""
+        return self._draw(torch.randn, event_shape, like)
 
     def rand(self, event_shape: tuple[int, ...], like: torch.Tensor | None = None) -> torch.Tensor:
         """Uniform [0, 1) draws of shape ``(n, *event_shape)``."""
-        draws = [torch.rand(event_shape, generator=g, dtype=torch.float64) for g in self.generators]
-        out = torch.stack(draws)
-        return out.to(like) if like is not None else out.to(torch.get_default_dtype())
+        return self._draw(torch.rand, event_shape, like)
+
+    def _draw(self, fn, event_shape: tuple[int, ...], like: torch.Tensor | None) -> torch.Tensor:
+        dtype = like.dtype if like is not None else torch.get_default_dtype()
+        out = torch.stack([fn(event_shape, generator=g, dtype=dtype) for g in self.generators])
+        return out.to(like.device) if like is not None else out

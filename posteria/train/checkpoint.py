@@ -13,6 +13,9 @@ so a folder with a ``state.json`` is always complete.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import torch
@@ -41,29 +44,48 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
 
 
 def load_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    """Inverse of :func:`optimizer_tensors`."""
+    """Inverse of :func:`optimizer_tensors` (JSON turned tuples such as AdamW's betas into lists)."""
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    groups = [{k: tuple(v) if k == "betas" else v for k, v in g.items()} for g in meta["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
 
 
 def save_checkpoint(
     folder: Path, model, ema, optimizer, step: int, config: dict, meta: dict | None = None
 ) -> Path:
-    """Save model, EMA and optimizer state at ``step`` into ``folder`` (created if needed); ``meta``
-    (the command, the accumulated wall time) goes into state.json unchanged."""
+    """Save model, EMA and optimizer state at ``step`` into ``folder``; ``meta`` (the command, the
+    accumulated wall time) goes into state.json unchanged.
+
+    The three files are written into a sibling staging folder that then replaces ``folder`` by two
+    renames, so ``folder``, whenever it exists, holds one consistent checkpoint, never a mix of two.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    weights = {f"model.{k}": v for k, v in model.state_dict().items()}
-    weights |= {f"ema.{k}": v for k, v in ema.model.state_dict().items()}
-    save_tensors(weights, folder / "weights.safetensors")
-    opt_tensors, opt_meta = optimizer_tensors(optimizer)
-    save_tensors(opt_tensors, folder / "optimizer.safetensors")
-    state = {"step": step, "config": config, "optimizer": opt_meta, "meta": meta or {}}
-    save_json(state, folder / "state.json")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.new-"))
+    try:
+        weights = {f"model.{k}": v for k, v in model.state_dict().items()}
+        weights |= {f"ema.{k}": v for k, v in ema.model.state_dict().items()}
+        save_tensors(weights, staging / "weights.safetensors")
+        opt_tensors, opt_meta = optimizer_tensors(optimizer)
+        save_tensors(opt_tensors, staging / "optimizer.safetensors")
+        state = {"step": step, "config": config, "optimizer": opt_meta, "meta": meta or {}}
+        save_json(state, staging / "state.json")
+        _swap_in(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
+
+
+def _swap_in(staging: Path, folder: Path) -> None:
+    """Replace ``folder`` by ``staging``: move the old one aside, move the new one in, delete the old."""
+    old = folder.parent / f".{folder.name}.old-{staging.name.rsplit('-', 1)[-1]}"
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_state(folder: Path) -> dict:

@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from posteria.errors import PosteriaError
+from posteria.errors import PosteriaError, check_positive
 
 
 @dataclass
@@ -35,8 +35,33 @@ class TrainConfig:
     seed: int = 0
     out: str = "runs/train"
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            kind = dict if f.name == "backbone" else type(f.default)
+            _check_type(f.name, getattr(self, f.name), kind)
+            if kind is float:
+                setattr(self, f.name, float(getattr(self, f.name)))
+        for name in ("steps", "batch_size", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise PosteriaError(f"{name} must be a positive integer, got {getattr(self, name)}")
+        for name in ("lr", "grad_clip", "sigma_data"):
+            check_positive(name, getattr(self, name))
+        check_positive("weight_decay", self.weight_decay, allow_zero=True)
+        check_positive("warmup", self.warmup, allow_zero=True)
+        for name in ("ema_decay", "label_dropout"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise PosteriaError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _check_type(name: str, value: object, kind: type) -> None:
+    """Raise unless ``value`` fits a field of type ``kind`` (ints pass for floats, bools not for numbers)."""
+    ok = isinstance(value, kind) and not (isinstance(value, bool) and kind is not bool)
+    ok = ok or (kind is float and isinstance(value, int) and not isinstance(value, bool))
+    if not ok:
+        raise PosteriaError(f"config key {name} must be a {kind.__name__}, got {value!r}")
 
 
 def _parse_value(name: str, text: str, kind: type):
@@ -46,7 +71,7 @@ def _parse_value(name: str, text: str, kind: type):
             return json.loads(text)
         if kind is bool:
             return text.lower() in ("1", "true", "yes")
-        return kind(text)
+        return float(text) if kind is float else kind(text)
     except (ValueError, json.JSONDecodeError) as e:
         raise PosteriaError(f"override {name}={text!r}: expected a {kind.__name__}") from e
 

@@ -57,7 +57,9 @@ class Trainer:
         if data.shape[0] == 0:
             raise PosteriaError("training data is empty")
         self.config, self.data, self.labels = config, data, labels
-        self.denoiser = build_denoiser(config, tuple(data.shape[1:]))
+        with torch.random.fork_rng(devices=[]):  # initial weights follow config.seed, not global state
+            torch.manual_seed(config.seed)
+            self.denoiser = build_denoiser(config, tuple(data.shape[1:]))
         self.ema = EMA(self.denoiser, config.ema_decay)
         self.optimizer = torch.optim.AdamW(
             self.denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay

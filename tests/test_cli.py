@@ -1,0 +1,232 @@
+"""The command line: help, train and resume, sample, and bad input as one ``error:`` line (exit code 2)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from posteria.cli import app, main
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+runner = CliRunner()
+
+TINY_MLP_TOML = """
+data = "gaussian_mixture_2d"
+arch = "mlp"
+schedule = "vp"
+batch_size = 16
+warmup = 1
+checkpoint_every = 1000
+
+[backbone]
+features = 2
+hidden = 16
+layers = 1
+emb_dim = 8
+"""
+
+
+@pytest.fixture
+def mlp_toml(tmp_path):
+    path = tmp_path / "mlp.toml"
+    path.write_text(TINY_MLP_TOML)
+    return path
+
+
+def invoke(*args: str):
+    """Run the app in-process; a success must not hide an exception."""
+    result = runner.invoke(app, [str(a) for a in args])
+    assert result.exit_code == 0 and result.exception is None, result.output
+    return result
+
+
+def error_line(monkeypatch, capsys, *args: str) -> str:
+    """Run ``posteria ARGS`` through the console entry point; require exit code 2 and exactly one line
+    on stderr, ``error: ...``, and return it."""
+    monkeypatch.setattr(sys, "argv", ["posteria", *(str(a) for a in args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2, err
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+def checkpoint_step(out) -> int:
+    return json.loads((out / "checkpoint" / "state.json").read_text())["step"]
+
+
+# ------------------------------------------------------------------------------------------------ help
+
+
+def test_help_says_what_posteria_is_and_lists_the_commands():
+    result = invoke("--help")
+    assert "diffusion priors" in result.output
+    for command in ("train", "sample", "demo", "bench", "train-classifier"):
+        assert command in result.output
+
+
+def test_help_of_each_command():
+    for command in ("train", "sample", "demo", "train-classifier", "bench"):
+        assert "--help" in invoke(command, "--help").output
+
+
+# ----------------------------------------------------------------------------------------------- train
+
+
+def test_train_writes_a_checkpoint_and_resumes(tmp_path, mlp_toml):
+    out = tmp_path / "run"
+    result = invoke(
+        "train", "--config", mlp_toml, "--set", "steps=5", "--set", f"out={out}", "--threads", "1"
+    )
+    assert "trained 5 steps" in result.output
+    files = sorted(p.name for p in (out / "checkpoint").iterdir())
+    assert files == ["optimizer.safetensors", "state.json", "weights.safetensors"]
+    assert checkpoint_step(out) == 5
+    weights = (out / "checkpoint" / "weights.safetensors").read_bytes()
+
+    # Again with the same step count: resumes at 5, trains nothing, leaves the checkpoint as it was.
+    assert (
+        "trained 5 steps"
+        in invoke("train", "--config", mlp_toml, "--set", "steps=5", "--set", f"out={out}").output
+    )
+    assert (out / "checkpoint" / "weights.safetensors").read_bytes() == weights
+
+    # More steps: continues from 5 to 8.
+    assert (
+        "trained 8 steps"
+        in invoke("train", "--config", mlp_toml, "--set", "steps=8", "--set", f"out={out}").output
+    )
+    assert checkpoint_step(out) == 8
+
+    # --fresh ignores the checkpoint and starts again from step 0.
+    result = invoke("train", "--config", mlp_toml, "--set", "steps=3", "--set", f"out={out}", "--fresh")
+    assert "trained 3 steps" in result.output
+    assert checkpoint_step(out) == 3
+
+
+# ---------------------------------------------------------------------------------------------- sample
+
+
+def test_sample_writes_samples_and_metrics(tmp_path, tiny_prior):
+    out = tmp_path / "samples"
+    invoke("sample", "--out", out, "--prior", tiny_prior.folder, "-n", "4", "--steps", "3", "--seed", "1")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["nfe"] == 3 and metrics["n"] == 4 and metrics["sampler"] == "ddim"
+    assert isinstance(metrics["wall_time_s"], float) and metrics["wall_time_s"] >= 0
+    assert "fd" not in metrics  # 8x8 digits: the 28x28 Frechet distance does not apply
+    with Image.open(out / "samples.png") as img:
+        # a 2x2 grid of 8x8 images with 2 px padding, enlarged twice: 2 * (2 * (8 + 2) + 2) = 44
+        assert img.size == (44, 44)
+
+
+def test_sample_heun_reports_its_evaluations(tmp_path, tiny_prior):
+    out = tmp_path / "heun"
+    invoke(
+        "sample", "--out", out, "--prior", tiny_prior.folder, "--sampler", "heun", "-n", "2", "--steps", "2"
+    )
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["sampler"] == "heun" and metrics["nfe"] == 3  # 2 steps - 1: the last is Euler
+
+
+# ------------------------------------------------------------------------------------------- bad input
+
+
+def test_unknown_sampler(tmp_path, tiny_prior, monkeypatch, capsys):
+    line = error_line(
+        monkeypatch, capsys, "sample", "--out", tmp_path, "--prior", tiny_prior.folder, "--sampler", "nope"
+    )
+    assert "unknown sampler 'nope'" in line and "ddim" in line
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_unknown_prior_name(tmp_path, monkeypatch, capsys):
+    line = error_line(monkeypatch, capsys, "sample", "--out", tmp_path, "--prior", "no-such-prior")
+    assert "unknown prior 'no-such-prior'" in line
+
+
+def test_prior_folder_that_does_not_exist(tmp_path, monkeypatch, capsys):
+    missing = tmp_path / "missing" / "prior"
+    line = error_line(monkeypatch, capsys, "sample", "--out", tmp_path, "--prior", missing)
+    assert f"unknown prior '{missing}'" in line and "card.json" in line
+
+
+def test_sample_with_zero_steps(tmp_path, tiny_prior, monkeypatch, capsys):
+    line = error_line(
+        monkeypatch, capsys, "sample", "--out", tmp_path, "--prior", tiny_prior.folder, "--steps", "0"
+    )
+    assert "steps must be a positive integer" in line
+
+
+def test_sample_with_zero_samples(tmp_path, tiny_prior, monkeypatch, capsys):
+    line = error_line(
+        monkeypatch, capsys, "sample", "--out", tmp_path, "--prior", tiny_prior.folder, "-n", "0"
+    )
+    assert "n must be a positive integer" in line
+
+
+def test_train_with_an_unknown_key(tmp_path, monkeypatch, capsys):
+    line = error_line(monkeypatch, capsys, "train", "--set", "stepz=3", "--set", f"out={tmp_path}")
+    assert "override 'stepz=3'" in line and "steps" in line
+
+
+def test_train_with_a_malformed_value(tmp_path, monkeypatch, capsys):
+    line = error_line(monkeypatch, capsys, "train", "--set", "steps=ten", "--set", f"out={tmp_path}")
+    assert "override steps='ten'" in line
+
+
+def test_train_with_a_missing_config_file(tmp_path, monkeypatch, capsys):
+    line = error_line(monkeypatch, capsys, "train", "--config", tmp_path / "nope.toml")
+    assert "config file" in line and "nope.toml does not exist" in line
+
+
+def test_train_with_an_invalid_toml_file(tmp_path, monkeypatch, capsys):
+    (tmp_path / "bad.toml").write_text("steps = = 1\n")
+    line = error_line(monkeypatch, capsys, "train", "--config", tmp_path / "bad.toml")
+    assert "is not valid toml" in line
+
+
+def test_train_on_a_missing_image_folder(tmp_path, mlp_toml, monkeypatch, capsys):
+    missing = tmp_path / "no-images"
+    args = ("--set", f"data={missing}", "--set", f"out={tmp_path / 'run'}")
+    line = error_line(monkeypatch, capsys, "train", "--config", mlp_toml, *args)
+    assert f"image folder '{missing}' does not exist" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_on_an_empty_image_folder(tmp_path, mlp_toml, monkeypatch, capsys):
+    (tmp_path / "empty").mkdir()
+    args = ("--set", f"data={tmp_path / 'empty'}", "--set", f"out={tmp_path / 'run'}")
+    line = error_line(monkeypatch, capsys, "train", "--config", mlp_toml, *args)
+    assert "holds no image files" in line
+
+
+def test_train_resume_with_another_architecture(tmp_path, mlp_toml, monkeypatch, capsys):
+    out = tmp_path / "run"
+    invoke("train", "--config", mlp_toml, "--set", "steps=1", "--set", f"out={out}")
+    args = ("--set", "steps=2", "--set", f"out={out}", "--set", 'backbone={"features": 2, "hidden": 8}')
+    line = error_line(monkeypatch, capsys, "train", "--config", mlp_toml, *args)
+    assert "was trained with a different backbone" in line
+
+
+def test_train_with_zero_steps(tmp_path, mlp_toml, monkeypatch, capsys):
+    line = error_line(
+        monkeypatch, capsys, "train", "--config", mlp_toml, "--set", "steps=0", "--set", f"out={tmp_path}"
+    )
+    assert "steps" in line
+
+
+def test_a_usage_error_exits_2_without_a_traceback(tmp_path, monkeypatch, capsys):
+    """Typer's own errors (a bad option value) keep click's usage message, but exit 2, never a traceback."""
+    monkeypatch.setattr(sys, "argv", ["posteria", "sample", "--out", str(tmp_path), "--steps", "many"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and "Traceback" not in err and "--steps" in err
