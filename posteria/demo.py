@@ -37,7 +37,7 @@ def sample_digits(prior: pa.Denoiser, out: Path, seed: int) -> dict:
 @torch.no_grad()
 def denoising_panel(prior: pa.Denoiser, out: Path, seed: int) -> Path:
     """Held-out digits, noised at three levels, and the prior's posterior mean ``E[x | x_t]``."""
-    x, _ = load_dataset("mnist", "test")
+    x, _ = load_dataset(prior.card["data"], "test")
     x = x[:8]
     g = torch.Generator().manual_seed(seed)
     rows = {}
@@ -61,7 +61,7 @@ def exact_mixture_check(out: Path, seed: int) -> list[dict]:
         spread = torch.cdist(x.double(), mixture.means).min(1).values.pow(2).mean().sqrt()
         panels[f"{name}-{steps}"] = x
         rows.append({"sampler": name, "steps": steps, "modes hit": int((counts > 0.05).sum()),
-                     "max |weight - 1/8|": float((counts - 1 / 8).abs().max()),
+                     "max weight error": float((counts - 1 / 8).abs().max()),
                      "rms distance to mode": float(spread), "exact rms": 0.15 * 2**0.5})  # fmt: skip
     scatter_panels({"exact prior": reference, **panels}, reference, out / "mixture.png")
     return rows
@@ -96,7 +96,8 @@ def run_demo(out: Path, prior_name: str = "mnist", seed: int = 0) -> Path:
         "",
         "## Every sampler on an exact mixture prior",
         "An 8-mode Gaussian mixture in 2-D with its exact denoiser: a right sampler hits every mode with "
-        "weight 1/8 and the modes' spread (0.15 per axis).",
+        "weight 1/8 (max weight error: the largest deviation from 1/8) and the modes' spread (0.15 per "
+        "axis, an rms distance of 0.212 to the nearest mode).",
         "",
         "![mixture](mixture.png)",
         "",

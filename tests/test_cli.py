@@ -230,3 +230,15 @@ def test_a_usage_error_exits_2_without_a_traceback(tmp_path, monkeypatch, capsys
         main()
     err = capsys.readouterr().err
     assert exit_info.value.code == 2 and "Traceback" not in err and "--steps" in err
+
+
+def test_demo_writes_an_index_with_its_figures(tmp_path, tiny_prior):
+    """The demo end to end on the tiny 8x8 prior: index.md and every figure it links."""
+    from posteria.demo import run_demo
+
+    index = run_demo(tmp_path / "demo", str(tiny_prior.folder), seed=0)
+    text = index.read_text()
+    for name in ("samples.png", "denoising.png", "mixture.png"):
+        assert f"({name})" in text
+        assert (tmp_path / "demo" / name).stat().st_size > 0
+    assert "| ddpm | 200 | 8 |" in text  # every mode of the exact mixture is hit
