@@ -1,5 +1,8 @@
 """Backbones: they map ``(x, c_noise, labels)`` to a tensor shaped like ``x`` and know no schedule."""
 
+from torch import nn
+
+from posteria.errors import check_choice
 from posteria.nn.classifier import ClassifierConfig, DigitClassifier
 from posteria.nn.mlp import MLP, MLPConfig
 from posteria.nn.unet import UNet, UNetConfig
@@ -7,10 +10,8 @@ from posteria.nn.unet import UNet, UNetConfig
 BACKBONES = {"unet": (UNet, UNetConfig), "mlp": (MLP, MLPConfig)}
 
 
-def build_backbone(arch: str, config: dict):
+def build_backbone(arch: str, config: dict) -> nn.Module:
     """Instantiate backbone ``arch`` ("unet" or "mlp") from a config dict."""
-    from posteria.errors import check_choice
-
     model_cls, config_cls = BACKBONES[check_choice("architecture", arch, list(BACKBONES))]
     return model_cls(config_cls.from_dict(config))
 

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from posteria.nn.config import ArchitectureConfig
+
 
 @dataclass(frozen=True)
-class ClassifierConfig:
+class ClassifierConfig(ArchitectureConfig):
     """Architecture of :class:`DigitClassifier`."""
 
     in_channels: int = 1
     channels: int = 32
     features: int = 128
     num_classes: int = 10
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ClassifierConfig:
-        return cls(**d)
 
 
 class DigitClassifier(nn.Module):

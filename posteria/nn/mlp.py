@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from posteria.nn.config import ArchitectureConfig
 from posteria.nn.embedding import ClassEmbedding, NoiseEmbedding
 
 
 @dataclass(frozen=True)
-class MLPConfig:
+class MLPConfig(ArchitectureConfig):
     """Architecture of :class:`MLP`; ``features`` is the flattened event size D."""
 
     features: int = 2
@@ -19,13 +20,6 @@ class MLPConfig:
     layers: int = 3
     emb_dim: int = 64
     num_classes: int = 0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> MLPConfig:
-        return cls(**d)
 
 
 class MLP(nn.Module):

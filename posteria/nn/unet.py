@@ -8,12 +8,13 @@ attention at the coarsest resolutions, skip connections between the encoder and 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from posteria.nn.config import ArchitectureConfig
 from posteria.nn.embedding import ClassEmbedding, NoiseEmbedding
 
 
@@ -61,7 +62,7 @@ class Attention(nn.Module):
 
 
 @dataclass(frozen=True)
-class UNetConfig:
+class UNetConfig(ArchitectureConfig):
     """Architecture of :class:`UNet`; stored in checkpoints and prior cards."""
 
     in_channels: int = 1
@@ -72,13 +73,6 @@ class UNetConfig:
     emb_dim: int = 128
     num_classes: int = 0
     dropout: float = 0.0
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> UNetConfig:
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 class Level(nn.Module):
