@@ -9,7 +9,7 @@ of inverse problems. The nouns: :class:`~posteria.noise.Schedule`, :class:`~post
 >>> x = pa.sample(prior, sampler="ddim", steps=50, n=16, generator=torch.Generator().manual_seed(0))
 """
 
-from posteria import noise
+from posteria import noise, operators
 from posteria.denoisers import Denoiser
 from posteria.errors import PosteriaError
 from posteria.priors import load_classifier, load_prior
@@ -26,5 +26,6 @@ __all__ = [
     "load_classifier",
     "load_prior",
     "noise",
+    "operators",
     "sample",
 ]

@@ -1,0 +1,179 @@
+"""The Operator contract: a measurement model ``y = A(x) + w`` on model-space signals ``(B, *event)``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from posteria.errors import PosteriaError, check_finite
+from posteria.operators.linalg import conjugate_gradient
+from posteria.operators.noise_models import GaussianNoise, NoiseModel
+from posteria.operators.svd import ImplicitSVD
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(B, " + ", ".join(map(str, shape)) + ")"
+
+
+def make_noise(sigma_y: float, noise: NoiseModel | None) -> NoiseModel:
+    """``noise`` when given, else Gaussian noise of standard deviation ``sigma_y``."""
+    if noise is not None and sigma_y != 0:
+        raise PosteriaError("give either sigma_y or noise, not both")
+    return noise if noise is not None else GaussianNoise(sigma_y)
+
+
+class Operator(nn.Module):
+    """A measurement model ``y = A(x) + w``: ``A`` maps ``(B, *event_shape)`` to ``(B, *measurement_shape)``.
+
+    Signals live in model space ``[-1, 1]``. Calling the module (or :meth:`A`) applies the noiseless
+    ``A``; :meth:`measure` adds noise from ``noise``. Subclasses implement :meth:`_forward` on inputs of
+    checked shape, and may set ``complex_measurement`` (k-space).
+
+    Attributes:
+        event_shape: the shape of one signal, e.g. ``(1, 28, 28)``.
+        measurement_shape: the shape of one measurement.
+        noise: the :class:`NoiseModel` of ``w`` (Gaussian ``sigma_y`` by default).
+        linear: whether ``A`` is linear (then the operator is a :class:`LinearOperator`).
+        name: a short name (the registry name when built by :func:`get_operator`).
+    """
+
+    linear: bool = False
+    complex_measurement: bool = False
+
+    def __init__(
+        self,
+        event_shape: tuple[int, ...],
+        measurement_shape: tuple[int, ...],
+        sigma_y: float = 0.0,
+        noise: NoiseModel | None = None,
+    ) -> None:
+        super().__init__()
+        self.event_shape = tuple(int(n) for n in event_shape)
+        self.measurement_shape = tuple(int(n) for n in measurement_shape)
+        self.noise = make_noise(sigma_y, noise)
+        self.name = type(self).__name__.lower()
+
+    @property
+    def signal_dim(self) -> int:
+        """``D = prod(event_shape)``."""
+        return math.prod(self.event_shape)
+
+    @property
+    def sigma_y(self) -> float:
+        """The Gaussian noise level; raises for other noise models."""
+        if not isinstance(self.noise, GaussianNoise):
+            raise PosteriaError(f"this needs Gaussian noise, but the operator has {self.noise!r}")
+        return self.noise.sigma_y
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``A(x)``: (B, *event_shape) -> (B, *measurement_shape), noiseless."""
+        self._expect_shape("x", x, self.event_shape)
+        return self._forward(x)
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802 - the operator's conventional name
+        """Alias of calling the module: ``A(x)``."""
+        return self(x)
+
+    def measure(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``y = A(x) + w`` with ``w`` drawn from ``noise`` using ``generator``: shape (B, *measurement)."""
+        self.check_signal(x)
+        with torch.no_grad():
+            return self.noise.sample(self(x), generator)
+
+    def log_likelihood(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``log p(y | x) = log p_noise(y | A(x))`` per sample: shape (B,)."""
+        self.check_measurement(y)
+        return self.noise.log_likelihood(y, self(x))
+
+    def _expect_shape(self, name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+        if t.dim() != len(shape) + 1 or tuple(t.shape[1:]) != shape:
+            raise PosteriaError(f"{name} must have shape {_shape_text(shape)}, got {tuple(t.shape)}")
+
+    def check_signal(self, x: torch.Tensor) -> torch.Tensor:
+        """Raise one line unless ``x`` is a finite real batch of shape ``(B, *event_shape)``."""
+        self._expect_shape("x", x, self.event_shape)
+        if x.is_complex():
+            raise PosteriaError(f"x must be real, got {x.dtype}")
+        return check_finite("x", x)
+
+    def check_measurement(self, y: torch.Tensor) -> torch.Tensor:
+        """Raise one line unless ``y`` is a finite batch of shape ``(B, *measurement_shape)``."""
+        self._expect_shape("y", y, self.measurement_shape)
+        if y.is_complex() != self.complex_measurement:
+            kind = "complex" if self.complex_measurement else "real"
+            raise PosteriaError(f"y must be {kind}, got {y.dtype}")
+        return check_finite("y", y)
+
+    def extra_repr(self) -> str:
+        return (
+            f"event_shape={self.event_shape}, measurement_shape={self.measurement_shape}, noise={self.noise}"
+        )
+
+
+class LinearOperator(Operator):
+    """A linear ``A`` with ``adjoint``, ``pinv`` and, where one is known, an implicit ``svd``.
+
+    Defaults, which subclasses override with closed forms: ``adjoint`` by autograd (a vector-Jacobian
+    product of ``A`` at 0, :meth:`adjoint_autograd`); ``pinv`` from the SVD when there is one, else by
+    conjugate gradients on the normal equations (:meth:`pinv_cg`). For complex measurements, the adjoint
+    is taken for the real inner product ``Re <y, y'>`` (``x`` is real): ``A^* y = Re(A^H y)``.
+    """
+
+    linear = True
+
+    @property
+    def svd(self) -> ImplicitSVD | None:
+        """The implicit SVD ``A = U diag(s) V^T``, or None when the operator has none."""
+        return None
+
+    def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        return self.adjoint_autograd(y)
+
+    def _pinv(self, y: torch.Tensor) -> torch.Tensor:
+        svd = self.svd
+        return svd.pinv(y) if svd is not None else self.pinv_cg(y)
+
+    def adjoint(self, y: torch.Tensor) -> torch.Tensor:
+        """``A^T y``: (B, *measurement_shape) -> (B, *event_shape), ``<A x, y> = <x, A^T y>``."""
+        self._expect_shape("y", y, self.measurement_shape)
+        return self._adjoint(y)
+
+    def pinv(self, y: torch.Tensor) -> torch.Tensor:
+        """``A^+ y``, the minimum-norm least-squares solution: (B, *measurement) -> (B, *event)."""
+        self._expect_shape("y", y, self.measurement_shape)
+        return self._pinv(y)
+
+    def gram(self, x: torch.Tensor) -> torch.Tensor:
+        """``A^T A x``: (B, *event_shape) -> (B, *event_shape)."""
+        return self._adjoint(self(x))
+
+    def projection(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Data consistency ``x + A^+ (y - A x) = A^+ y + (I - A^+ A) x``: keep the null-space part of ``x``.
+
+        The range-null space decomposition of DDNM (Wang et al., 2023, eq. 6); for a mask it replaces
+        the measured pixels, for subsampled Fourier the measured k-space coefficients.
+        """
+        return x + self.pinv(y - self(x))
+
+    def adjoint_autograd(self, y: torch.Tensor) -> torch.Tensor:
+        """``A^T y`` as the vector-Jacobian product of ``A`` at ``x = 0`` with cotangent ``y``.
+
+        Exact for linear ``A`` (``J = A`` everywhere); for complex ``y`` torch returns ``Re(A^H y)``.
+        Differentiable in ``y`` when ``y`` requires grad.
+        """
+        real = y.real.dtype if y.is_complex() else y.dtype
+        with torch.enable_grad():
+            x = torch.zeros((y.shape[0], *self.event_shape), dtype=real, device=y.device, requires_grad=True)
+            (g,) = torch.autograd.grad(self._forward(x), x, y, create_graph=y.requires_grad)
+        return g
+
+    def pinv_cg(
+        self, y: torch.Tensor, rtol: float | None = None, max_iter: int | None = None
+    ) -> torch.Tensor:
+        """``A^+ y`` by conjugate gradients on ``A^T A x = A^T y`` from 0 (minimum-norm solution)."""
+        return conjugate_gradient(self.gram, self._adjoint(y), rtol=rtol, max_iter=max_iter)

@@ -1,0 +1,391 @@
+"""Measurement operators: adjointness, pseudo-inverse identities and implicit SVDs against dense oracles."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import posteria.operators as ops
+from posteria.errors import PosteriaError
+from posteria.operators.fourier import fft2c
+from posteria.tensors import flat
+
+SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(scope="module", autouse=True)
+def float64_one_thread() -> Iterator[None]:
+    """Operators are checked in float64 on one thread (tiny tensors; a shared, busy machine)."""
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    torch.set_default_dtype(torch.float64)
+    torch.set_num_threads(1)
+    yield
+    torch.set_default_dtype(dtype)
+    torch.set_num_threads(threads)
+
+
+# --- random operators -------------------------------------------------------------------------------
+
+
+def _image(data: st.DataObject, low: int = 2, high: int = 8) -> tuple[int, int, int]:
+    return data.draw(st.integers(1, 2)), data.draw(st.integers(low, high)), data.draw(st.integers(low, high))
+
+
+def _generator(data: st.DataObject) -> torch.Generator:
+    return torch.Generator().manual_seed(data.draw(st.integers(0, 2**31)))
+
+
+def _mild_kernel(data: st.DataObject) -> torch.Tensor:
+    """A 3x3 kernel with a dominant centre: |k_hat| >= 0.4, well conditioned for CG."""
+    k = torch.rand(3, 3, generator=_generator(data)) * 0.075
+    k[1, 1] = 1.0
+    return k
+
+
+def _downsample(data: st.DataObject) -> ops.Operator:
+    f = data.draw(st.integers(1, 3))
+    shape = (data.draw(st.integers(1, 2)), f * data.draw(st.integers(1, 3)), f * data.draw(st.integers(1, 3)))
+    return ops.Downsample(shape, f)
+
+
+def _blur_gauss(data: st.DataObject) -> ops.Operator:
+    shape = _image(data, 3)
+    size = data.draw(st.integers(1, min(shape[1:])))
+    return ops.Blur.gaussian(shape, size, data.draw(st.floats(0.3, 2.0)))
+
+
+def _matrix(data: st.DataObject) -> ops.Operator:
+    """A dense matrix of random rank, possibly rank deficient and wider or taller than square."""
+    D, m, r = data.draw(st.integers(1, 12)), data.draw(st.integers(1, 12)), data.draw(st.integers(1, 12))
+    g = _generator(data)
+    return ops.MatrixOperator(torch.randn(m, r, generator=g) @ torch.randn(r, D, generator=g))
+
+
+#: kind -> (builder, well conditioned: closed-form pinv agrees with CG and the dense pinv)
+BUILDERS: dict[str, tuple[Callable[[st.DataObject], ops.Operator], bool]] = {
+    "identity": (lambda d: ops.Identity(_image(d)), True),
+    "vector-identity": (lambda d: ops.Identity((d.draw(st.integers(1, 9)),)), True),
+    "mask-random": (lambda d: ops.Mask.random(_image(d), d.draw(st.floats(0.1, 1.0)), _generator(d)), True),
+    "mask-box": (lambda d: ops.Mask.box(_image(d, 3), d.draw(st.integers(1, 2))), True),
+    "mask-half": (
+        lambda d: ops.Mask.half(_image(d), d.draw(st.sampled_from(["left", "top", "bottom"]))),
+        True,
+    ),
+    "mask-user": (lambda d: ops.Mask(torch.rand(_image(d), generator=_generator(d)) < 0.5), True),
+    "downsample": (_downsample, True),
+    "blur-gauss": (_blur_gauss, False),
+    "blur-motion": (lambda d: ops.Blur.motion(_image(d, 3), 3, generator=_generator(d)), False),
+    "blur-mild": (lambda d: ops.Blur(_mild_kernel(d), _image(d, 3)), True),
+    "random-projection": (
+        lambda d: ops.RandomProjection(d.draw(st.integers(1, 20)), _image(d), _generator(d)),
+        False,
+    ),
+    "matrix": (_matrix, False),
+    "mri-cartesian": (lambda d: ops.SubsampledFourier.cartesian(_image(d), 2.0, 0.2, _generator(d)), True),
+    "mri-random": (lambda d: ops.SubsampledFourier.random(_image(d), 0.3, _generator(d)), True),
+    "mri-radial": (lambda d: ops.SubsampledFourier.radial(_image(d), d.draw(st.integers(1, 4))), True),
+    "mri-spiral": (lambda d: ops.SubsampledFourier.spiral(_image(d), 1.5), True),
+    "sr-of-blur": (
+        lambda d: ops.Composition(ops.Downsample((1, 6, 4), 2), ops.Blur(_mild_kernel(d), (1, 6, 4))),
+        True,
+    ),
+    "mask-of-blur": (
+        lambda d: ops.Composition(
+            ops.Mask.random((2, 5, 4), 0.5, _generator(d)), ops.Blur(_mild_kernel(d), (2, 5, 4))
+        ),
+        True,
+    ),
+}
+WITH_SVD = [k for k in BUILDERS if not k.endswith("-of-blur")]
+WELL_CONDITIONED = [k for k, (_, ok) in BUILDERS.items() if ok]
+
+
+def _signal(op: ops.Operator, n: int = 3, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, *op.event_shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _measurement(op: ops.Operator, n: int = 3, seed: int = 1) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    if op.complex_measurement:
+        return torch.complex(*torch.randn(2, n, *op.measurement_shape, generator=g))
+    return torch.randn(n, *op.measurement_shape, generator=g)
+
+
+def _real(t: torch.Tensor) -> torch.Tensor:
+    """(B, ...) real or complex -> (B, n) real: complex entries as (re, im) pairs."""
+    return flat(torch.view_as_real(t) if t.is_complex() else t)
+
+
+def _inner(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-sample real inner product; for complex tensors ``Re <a, b>``."""
+    return (_real(a) * _real(b)).sum(1)
+
+
+def _dense(op: ops.Operator) -> torch.Tensor:
+    """The matrix of ``A`` in the real view: (measurement reals, D), built column by column."""
+    basis = torch.eye(op.signal_dim).reshape(op.signal_dim, *op.event_shape)
+    return _real(op(basis)).T
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float = 1e-9) -> None:
+    """Equal up to ``rtol`` times the larger norm (absolute scale for ill-conditioned operators)."""
+    scale = max(float(_real(a).norm()), float(_real(b).norm()), 1.0)
+    torch.testing.assert_close(a, b, rtol=0, atol=rtol * scale)
+
+
+# --- linear-algebra invariants on random operators ----------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(BUILDERS))
+@SETTINGS
+@given(data=st.data())
+def test_adjoint_is_transpose(kind: str, data: st.DataObject) -> None:
+    """<A x, y> = <x, A^T y> (real inner product for complex y), and A^T equals the dense transpose."""
+    op = BUILDERS[kind][0](data)
+    x, y = _signal(op), _measurement(op)
+    _close(_inner(op(x), y), _inner(x, op.adjoint(y)))
+    _close(_real(op.adjoint(y)), _real(y) @ _dense(op))
+
+
+@pytest.mark.parametrize("kind", list(BUILDERS))
+@SETTINGS
+@given(data=st.data())
+def test_autograd_adjoint_matches_closed_form(kind: str, data: st.DataObject) -> None:
+    """The vector-Jacobian fallback of the base class equals each operator's closed-form adjoint."""
+    op = BUILDERS[kind][0](data)
+    y = _measurement(op)
+    _close(op.adjoint_autograd(y), op.adjoint(y))
+
+
+@pytest.mark.parametrize("kind", list(BUILDERS))
+@SETTINGS
+@given(data=st.data())
+def test_pinv_penrose_identities(kind: str, data: st.DataObject) -> None:
+    """A A^+ A = A and A^+ A A^+ = A^+ on random inputs; A^+ equals the dense pseudo-inverse."""
+    op = BUILDERS[kind][0](data)
+    x, y = _signal(op), _measurement(op)
+    _close(op(op.pinv(op(x))), op(x), 1e-8)
+    _close(op.pinv(op(op.pinv(y))), op.pinv(y), 1e-8)
+    if BUILDERS[kind][1]:
+        _close(_real(op.pinv(y)), _real(y) @ torch.linalg.pinv(_dense(op)).T, 1e-8)
+
+
+@pytest.mark.parametrize("kind", WELL_CONDITIONED)
+@SETTINGS
+@given(data=st.data())
+def test_pinv_matches_conjugate_gradients(kind: str, data: st.DataObject) -> None:
+    """The closed-form (or SVD) pinv equals CG on the normal equations started at 0 (minimum norm)."""
+    op = BUILDERS[kind][0](data)
+    y = _measurement(op)
+    _close(op.pinv_cg(y), op.pinv(y), 1e-8)
+
+
+@pytest.mark.parametrize("kind", WITH_SVD)
+@SETTINGS
+@given(data=st.data())
+def test_implicit_svd(kind: str, data: st.DataObject) -> None:
+    """A x = U(s Vt x); V orthogonal; U orthonormal on the range; s = dense singular values; SVD pinv."""
+    op = BUILDERS[kind][0](data)
+    svd, x, y = op.svd, _signal(op), _measurement(op)
+    D = op.signal_dim
+    z = torch.randn(3, D, generator=torch.Generator().manual_seed(2))
+    assert svd.s.shape == (D,) and bool((svd.s >= 0).all())
+    _close(svd.U(svd.s * svd.Vt(x)), op(x))
+    _close(svd.V(svd.Vt(x)), x)
+    _close(svd.Vt(svd.V(z)), z)
+    z_range = z * (svd.s > 1e-6 * svd.s.max())
+    _close(svd.Ut(svd.U(z_range)), z_range)
+    expected = torch.linalg.svdvals(_dense(op))
+    _close(svd.s.sort(descending=True).values[: expected.numel()], expected)
+    _close(svd.pinv(y), op.pinv(y), 1e-8)
+
+
+# --- compositions ---------------------------------------------------------------------------------------
+
+
+def test_composition_is_linear_only_when_both_parts_are() -> None:
+    """Linear o linear is a LinearOperator with the outer noise; a nonlinear part gives a plain Operator."""
+    blur = ops.Blur.gaussian((1, 6, 6), 3, 1.0)
+    linear = ops.Composition(ops.Downsample((1, 6, 6), 2, sigma_y=0.1), blur)
+    assert isinstance(linear, ops.LinearOperator) and linear.linear and linear.sigma_y == 0.1
+    assert linear.svd is None
+    nonlinear = ops.Composition(ops.PhaseRetrieval((1, 6, 6)), blur)
+    assert not nonlinear.linear and not isinstance(nonlinear, ops.LinearOperator)
+    x = _signal(blur)
+    _close(nonlinear(x), ops.PhaseRetrieval((1, 6, 6))(blur(x)))
+    with pytest.raises(PosteriaError, match="outer operator takes"):
+        ops.Composition(ops.Downsample((1, 4, 4), 2), blur)
+
+
+# --- concrete operators -----------------------------------------------------------------------------------
+
+
+def test_mask_constructors_and_to_image() -> None:
+    """Box and half hide the stated pixels on every channel; random keeps round(f H W); to_image refills."""
+    box = ops.Mask.box((3, 10, 10), size=4)
+    assert box.measurement_shape == (3 * (100 - 16),)
+    assert not bool(box.mask[:, 3:7, 3:7].any()) and bool(box.mask[:, :3].all())
+    right = ops.Mask.half((1, 6, 7), "right")
+    assert bool(right.mask[..., :4].all()) and not bool(right.mask[..., 4:].any())
+    rnd = ops.Mask.random((2, 5, 5), 0.4, torch.Generator().manual_seed(0))
+    assert rnd.measurement_shape == (20,) and bool((rnd.mask[0] == rnd.mask[1]).all())
+    x = _signal(box)
+    _close(box.to_image(box(x), fill=-1.0), torch.where(box.mask, x, -1.0))
+    _close(box.projection(torch.zeros_like(x), box(x)), x * box.mask)
+
+
+def test_downsample_pinv_is_nearest_upsampling() -> None:
+    """A^+ y = nearest upsampling of y; A^T = A^+ / f^2; singular values 1/f."""
+    op = ops.Downsample((1, 4, 6), 2)
+    y = torch.arange(6.0).reshape(1, 1, 2, 3)
+    up = y.repeat_interleave(2, -2).repeat_interleave(2, -1)
+    _close(op.pinv(y), up)
+    _close(op.adjoint(y), up / 4)
+    assert sorted(set(op.svd.s.tolist())) == [0.0, 0.5]
+
+
+def test_blur_kernels() -> None:
+    """Constructors give normalised kernels; a horizontal motion kernel lies on the centre row."""
+    assert math.isclose(float(ops.gaussian_kernel(7, 1.5).sum()), 1.0)
+    k = ops.motion_kernel(5, 0.0)
+    assert math.isclose(float(k.sum()), 1.0) and math.isclose(float(k[2].sum()), 1.0)
+    delta = torch.zeros(1, 1, 7, 7)
+    delta[0, 0, 0, 0] = 1
+    out = ops.Blur(ops.gaussian_kernel(3, 1.0), (1, 7, 7))(delta)  # the kernel wraps around (0, 0)
+    _close(out[0, 0, :2, :2], ops.gaussian_kernel(3, 1.0)[1:, 1:])
+
+
+def test_mri_masks_and_projection() -> None:
+    """Cartesian masks keep whole lines; radial/spiral contain DC; projection replaces measured k-space."""
+    mask = ops.SubsampledFourier.cartesian((1, 16, 16), 4.0, 0.125, torch.Generator().manual_seed(0)).mask
+    assert bool((mask == mask[0]).all()) and int(mask[0].sum()) == 4 and bool(mask[0, 7:9].all())
+    for op in (ops.SubsampledFourier.radial((1, 9, 8), 3), ops.SubsampledFourier.spiral((1, 9, 8), 2.0)):
+        assert bool(op.mask[4, 4]) and 1 < int(op.mask.sum()) < 72
+    symmetric = torch.zeros(8, 8, dtype=torch.bool)
+    symmetric[4, :] = symmetric[:, 4] = True  # lines through DC: a Hermitian-symmetric mask
+    op = ops.SubsampledFourier(symmetric, (2, 8, 8))
+    x, x0 = _signal(op), _signal(op, seed=5)
+    k = torch.fft.fftshift(fft2c(x0), dim=(-2, -1))
+    replaced = torch.where(symmetric, torch.fft.fftshift(fft2c(x), dim=(-2, -1)), k)
+    expected = torch.fft.ifft2(torch.fft.ifftshift(replaced, dim=(-2, -1)), norm="ortho").real
+    _close(op.projection(x0, op(x)), expected)
+    _close(op.pinv(op(x)), op.adjoint(op(x)))  # symmetric mask: pinv is the zero-filled inverse
+    _close(op.to_kspace(op(x)), torch.where(symmetric, torch.fft.fftshift(fft2c(x), dim=(-2, -1)), 0))
+
+
+def test_phase_retrieval_is_nonlinear_and_sign_blind() -> None:
+    """|F pad(x)| is invariant to x -> -x (unit_range=False), keeps the energy, and is not linear."""
+    op = ops.PhaseRetrieval((1, 5, 6), oversampling=2.0, unit_range=False)
+    assert op.measurement_shape == (1, 10, 12) and not isinstance(op, ops.LinearOperator)
+    x = _signal(op)
+    _close(op(-x), op(x))
+    _close(flat(op(x)).square().sum(1), flat(x).square().sum(1))
+
+
+def test_float32_operators_keep_the_dtype() -> None:
+    """Built and used in float32, every operator returns float32 (complex64 for k-space)."""
+    torch.set_default_dtype(torch.float32)
+    try:
+        for name in ops.OPERATORS:
+            op = ops.get_operator(name, (1, 8, 8))
+            y = op.measure(torch.zeros(2, 1, 8, 8))
+            assert y.dtype == (torch.complex64 if op.complex_measurement else torch.float32), name
+            if op.linear:
+                assert op.pinv(y).dtype == torch.float32, name
+    finally:
+        torch.set_default_dtype(torch.float64)
+
+
+# --- noise --------------------------------------------------------------------------------------------------
+
+
+def test_gaussian_noise_statistics_and_likelihood() -> None:
+    """Empirical std = sigma_y (each of re and im for complex); log-likelihood = sum of normal densities."""
+    noise, g = ops.GaussianNoise(0.3), torch.Generator().manual_seed(0)
+    mean = torch.zeros(4, 50_000)
+    w = noise.sample(mean, g) - mean
+    assert abs(float(w.std()) - 0.3) < 0.003
+    wc = noise.sample(torch.zeros(4, 50_000, dtype=torch.complex128), g)
+    assert abs(float(wc.real.std()) - 0.3) < 0.003 and abs(float(wc.imag.std()) - 0.3) < 0.003
+    y, m = torch.randn(3, 7), torch.randn(3, 7)
+    expected = torch.distributions.Normal(m, 0.3).log_prob(y).sum(1)
+    _close(noise.log_likelihood(y, m), expected)
+
+
+def test_poisson_noise_statistics_and_likelihood() -> None:
+    """E[y] = A(x) and Var[y] = 2 (A(x) + 1) / rate; the likelihood is that of the photon counts."""
+    noise, g = ops.PoissonNoise(rate=50.0), torch.Generator().manual_seed(0)
+    mean = torch.full((2, 100_000), 0.2)
+    y = noise.sample(mean, g)
+    assert abs(float(y.mean()) - 0.2) < 0.005
+    assert abs(float(y.var()) - 2 * 1.2 / 50) / (2 * 1.2 / 50) < 0.02
+    y, m = y[:, :5], torch.tensor([[0.1, -1.0, 0.5, 1.0, -0.5]]).expand(2, 5)
+    counts = torch.round(50 * (y + 1) / 2)
+    expected = torch.distributions.Poisson(50 * (m + 1) / 2).log_prob(counts).sum(1)
+    _close(noise.log_likelihood(y, m), expected)
+
+
+def test_measure_is_reproducible_with_a_seeded_generator() -> None:
+    """Same seed, same y; another seed, another y; sigma_y = 0 measures exactly A(x)."""
+    op = ops.get_operator("mri4", (1, 8, 8), sigma_y=0.1)
+    x = _signal(op)
+    y1 = op.measure(x, torch.Generator().manual_seed(3))
+    assert torch.equal(y1, op.measure(x, torch.Generator().manual_seed(3)))
+    assert not torch.equal(y1, op.measure(x, torch.Generator().manual_seed(4)))
+    exact = ops.get_operator("sr2", (1, 8, 8), sigma_y=0.0)
+    assert torch.equal(exact.measure(x, torch.Generator()), exact(x))
+    assert op.log_likelihood(y1, x).shape == (3,)
+
+
+# --- registry and bad input ---------------------------------------------------------------------------------
+
+
+def test_registry_builds_every_name_deterministically() -> None:
+    """Each name builds for (3, 16, 16); without a generator the random parts are the same on every call."""
+    for name in ops.OPERATORS:
+        a, b = ops.get_operator(name, (3, 16, 16)), ops.get_operator(name, (3, 16, 16))
+        assert a.name == name and a.sigma_y == 0.05
+        x = _signal(a)
+        assert a(x).shape == (3, *a.measurement_shape)
+        assert torch.equal(a(x), b(x)), name
+
+
+def _one_line_error(fn: Callable[[], object], match: str) -> None:
+    with pytest.raises(PosteriaError, match=match) as info:
+        fn()
+    assert "\n" not in str(info.value)
+
+
+def test_bad_input_raises_one_line_naming_the_argument() -> None:
+    """Wrong shapes, wrong masks, negative sigma_y, NaN and unknown names give one-line PosteriaErrors."""
+    op = ops.Mask.box((1, 8, 8), 4)
+    y = op(torch.zeros(2, 1, 8, 8))
+    _one_line_error(lambda: op.check_measurement(torch.zeros(2, 1, 8, 8)), r"y must have shape \(B, 48\)")
+    _one_line_error(lambda: op.adjoint(torch.zeros(2, 47)), r"y must have shape \(B, 48\), got \(2, 47\)")
+    _one_line_error(lambda: op.pinv(torch.zeros(48)), r"y must have shape")
+    _one_line_error(lambda: op(torch.zeros(2, 8, 8)), r"x must have shape \(B, 1, 8, 8\)")
+    _one_line_error(lambda: op.check_measurement(torch.full_like(y, math.nan)), "y contains NaN")
+    _one_line_error(lambda: op.measure(torch.full((1, 1, 8, 8), math.inf)), "x contains NaN")
+    _one_line_error(lambda: ops.Mask(torch.ones(7, 8), (1, 8, 8)), r"mask must have shape \(1, 8, 8\) or")
+    _one_line_error(lambda: ops.Mask(torch.full((8, 8), 0.5)), "mask must hold only 0 and 1")
+    _one_line_error(lambda: ops.SubsampledFourier(torch.ones(8, 7), (1, 8, 8)), "mask must have shape")
+    _one_line_error(lambda: ops.Identity((3,), sigma_y=-0.1), "sigma_y must be")
+    _one_line_error(lambda: ops.GaussianNoise(math.nan), "sigma_y must be")
+    _one_line_error(lambda: ops.get_operator("sr2", (1, 8, 8), sigma_y=-1.0), "sigma_y must be")
+    _one_line_error(lambda: ops.PoissonNoise(0.0), "rate must be")
+    _one_line_error(lambda: ops.get_operator("deblur", (1, 8, 8)), "unknown operator 'deblur'.*inpaint-box")
+    _one_line_error(lambda: ops.Downsample((1, 7, 8), 2), "factor must")
+    _one_line_error(lambda: ops.Blur(torch.ones(9, 3), (1, 8, 8)), "kernel must")
+    _one_line_error(lambda: ops.MatrixOperator(torch.ones(3, 4), shape=(5,)), "shape")
+    _one_line_error(lambda: ops.Identity((3,), sigma_y=0.1, noise=ops.PoissonNoise(5.0)), "sigma_y or noise")
+    mri = ops.get_operator("mri4", (1, 8, 8))
+    _one_line_error(lambda: mri.check_measurement(mri(torch.zeros(1, 1, 8, 8)).real), "y must be complex")
+    _one_line_error(
+        lambda: ops.get_operator("mri4", (1, 8, 8), 0.0, None).noise.log_likelihood(y, y), "sigma_y > 0"
+    )
+    _one_line_error(lambda: ops.PoissonNoise(5.0).sample(mri(torch.zeros(1, 1, 8, 8))), "real measurement")
