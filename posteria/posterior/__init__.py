@@ -1,0 +1,5 @@
+"""Posterior sampling for inverse problems: ``solve`` and the registered methods."""
+
+from posteria.posterior.base import METHODS, Method, capabilities, methods, register, solve, supported
+
+__all__ = ["METHODS", "Method", "capabilities", "methods", "register", "solve", "supported"]

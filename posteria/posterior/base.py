@@ -1,0 +1,157 @@
+"""One entry point for every posterior method: ``solve(denoiser, operator, y, method=...)``.
+
+A method is registered as a :class:`Method`: a name, the operator capabilities it needs, and a
+``build`` function that returns a :class:`~posteria.samplers.Sampler` configured for a batch of
+measurements. Guidance methods (DPS, PiGDM, MMPS) build an ordinary sampler around a conditional
+denoiser ``E[x | x_t, y]``; transition methods (DDRM, DDNM, RePaint, DAPS, TDS) are sampler
+subclasses. ``solve`` validates the inputs once, repeats each measurement ``n`` times and runs it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from posteria.denoisers.base import Denoiser
+from posteria.errors import PosteriaError, check_choice
+from posteria.operators.base import Operator
+from posteria.operators.mask import Mask
+from posteria.operators.noise_models import GaussianNoise
+from posteria.random import PerSampleNoise
+from posteria.samplers.base import Sampler, check_count
+
+#: ``build(denoiser, operator, y, steps, **options) -> Sampler`` for ``y`` of shape (N, *measurement);
+#: the sampler is then run on N samples, sample i conditioned on ``y[i]``.
+Builder = Callable[..., Sampler]
+
+
+@dataclass(frozen=True)
+class Method:
+    """A posterior sampling method.
+
+    Attributes:
+        name: the registry name (``"dps"``, ``"mmps"``, ...).
+        summary: one line saying what it does.
+        reference: the paper.
+        needs: operator capabilities it requires, from :data:`CAPABILITIES`.
+        build: makes the sampler (see :data:`Builder`).
+        default_steps: the step count of the method's paper.
+    """
+
+    name: str
+    summary: str
+    reference: str
+    needs: tuple[str, ...]
+    build: Builder
+    default_steps: int = 100
+
+
+#: What an operator can offer a method.
+CAPABILITIES = {
+    "linear": "a linear A with an adjoint",
+    "svd": "an implicit SVD",
+    "mask": "a pixel mask (inpainting)",
+    "gaussian": "Gaussian measurement noise",
+}
+
+METHODS: dict[str, Method] = {}
+
+
+def register(method: Method) -> Method:
+    """Add ``method`` to :data:`METHODS` (a module defining a method calls this at import)."""
+    unknown = set(method.needs) - set(CAPABILITIES)
+    if unknown:
+        raise ValueError(f"method {method.name} needs unknown capabilities {sorted(unknown)}")
+    METHODS[method.name] = method
+    return method
+
+
+def capabilities(operator: Operator) -> set[str]:
+    """The capabilities (keys of :data:`CAPABILITIES`) that ``operator`` offers."""
+    caps = set()
+    if operator.linear:
+        caps.add("linear")
+        if getattr(operator, "svd", None) is not None:
+            caps.add("svd")
+    if isinstance(operator, Mask):
+        caps.add("mask")
+    if isinstance(operator.noise, GaussianNoise):
+        caps.add("gaussian")
+    return caps
+
+
+def supported(operator: Operator) -> list[str]:
+    """Names of the registered methods that can serve ``operator``."""
+    caps = capabilities(operator)
+    return sorted(name for name, m in METHODS.items() if set(m.needs) <= caps)
+
+
+def check_method(name: str, operator: Operator) -> Method:
+    """The method called ``name``; one-line PosteriaError if unknown or unable to serve ``operator``."""
+    method = METHODS[check_choice("method", name, sorted(METHODS))]
+    missing = set(method.needs) - capabilities(operator)
+    if missing:
+        what = ", ".join(CAPABILITIES[c] for c in sorted(missing))
+        raise PosteriaError(
+            f"method {name!r} needs {what}, which operator {operator.name!r} lacks; "
+            f"methods that serve it: {', '.join(supported(operator)) or 'none'}"
+        )
+    return method
+
+
+def methods() -> list[dict[str, object]]:
+    """Each registered method with its summary, reference, needs and default steps."""
+    return [
+        {
+            "name": m.name,
+            "summary": m.summary,
+            "reference": m.reference,
+            "needs": list(m.needs),
+            "default_steps": m.default_steps,
+        }  # fmt: skip
+        for m in sorted(METHODS.values(), key=lambda m: m.name)
+    ]
+
+
+def solve(
+    denoiser: Denoiser,
+    operator: Operator,
+    y: torch.Tensor,
+    method: str = "mmps",
+    steps: int | None = None,
+    n: int = 1,
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+    **options: object,
+) -> torch.Tensor:
+    """Draw ``n`` posterior samples of ``x`` given each measurement in ``y``.
+
+    Args:
+        denoiser: the prior, ``E[x | x_t]``; its event shape must match the operator's.
+        operator: the measurement model ``y = A(x) + w``.
+        y: measurements, (B, *operator.measurement_shape).
+        method: a key of :data:`METHODS` (see :func:`methods`).
+        steps: sampler steps (default: the method's).
+        n: samples per measurement.
+        generator: seeds the per-sample noise; sample j of measurement i uses stream ``i * n + j``.
+        options: method options (step sizes, eta, particles, ...).
+
+    Returns:
+        (B, n, *event_shape) posterior samples.
+    """
+    chosen = check_method(method, operator)
+    operator.check_measurement(y)
+    if denoiser.event_shape is not None and tuple(denoiser.event_shape) != operator.event_shape:
+        raise PosteriaError(
+            f"the prior's samples have shape {tuple(denoiser.event_shape)} but the operator expects "
+            f"{operator.event_shape}"
+        )
+    n = check_count("n", n)
+    steps = chosen.default_steps if steps is None else check_count("steps", steps)
+    repeated = y.repeat_interleave(n, dim=0)
+    sampler = chosen.build(denoiser, operator, repeated, steps, **options)
+    noise = PerSampleNoise.from_generator(generator, repeated.shape[0])
+    x = sampler((repeated.shape[0], *operator.event_shape), noise=noise, progress=progress)
+    return x.reshape(y.shape[0], n, *operator.event_shape)
