@@ -100,6 +100,34 @@ def demo(
     typer.echo(f"wrote {run_demo(out, prior, seed)}")
 
 
+@app.command("export-prior")
+def export_prior_cmd(
+    checkpoint: Annotated[Path, typer.Option(help="Training checkpoint folder (OUT/checkpoint).")],
+    out: Annotated[Path, typer.Option(help="Prior folder to write (weights.safetensors + card.json).")],
+    name: Annotated[str, typer.Option(help="Name recorded in the card.")] = "mnist",
+    metrics: Annotated[
+        Path | None, typer.Option(help="A results JSON of `posteria bench` whose results go in the card.")
+    ] = None,
+) -> None:
+    """Package the EMA weights of a checkpoint as a prior: safetensors and a JSON card."""
+    import json
+
+    from posteria.priors import export_prior
+    from posteria.train.checkpoint import read_state
+
+    meta = read_state(checkpoint).get("meta", {})
+    card = {
+        "name": name,
+        "wall_time_s": round(meta.get("wall_time_s", 0.0), 1),
+        "command": meta.get("command", ""),
+    }
+    if metrics is not None:
+        if not metrics.is_file():
+            raise PosteriaError(f"metrics file {metrics} does not exist")
+        card["metrics"] = json.loads(metrics.read_text())
+    typer.echo(f"wrote {export_prior(checkpoint, out, card)}")
+
+
 @app.command("train-classifier")
 def train_classifier_cmd(
     out: Annotated[Path, typer.Option(help="Folder for weights.safetensors and card.json.")],

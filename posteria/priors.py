@@ -102,6 +102,7 @@ def export_prior(checkpoint: Path, dest: Path, card: dict) -> Path:
         "kind": "prior",
         "event_shape": event_shape,
         "train_steps": state["step"],
+        "parameters": sum(v.numel() for v in backbone.values()),
         **{k: config[k] for k in keys},
         **card,
     }
