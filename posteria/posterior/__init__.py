@@ -3,3 +3,6 @@
 from posteria.posterior.base import METHODS, Method, capabilities, methods, register, solve, supported
 
 __all__ = ["METHODS", "Method", "capabilities", "methods", "register", "solve", "supported"]
+
+# Guidance methods register themselves on import.
+from posteria.posterior import dps, mmps, pigdm  # noqa: E402, F401

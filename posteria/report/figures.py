@@ -33,7 +33,7 @@ def image_rows(rows: dict[str, torch.Tensor], path: Path, col_titles: list[str] 
             ax.set_xticks([])
             ax.set_yticks([])
             if c < images.shape[0]:
-                ax.imshow(images[c, 0].clamp(-1, 1).cpu(), cmap="gray", vmin=-1, vmax=1)
+                ax.imshow(images[c, 0].clamp(-1, 1).cpu().numpy(), cmap="gray", vmin=-1, vmax=1)
             if c == 0:
                 ax.set_ylabel(label, fontsize=8)
             if r == 0 and col_titles:
@@ -46,8 +46,8 @@ def scatter_panels(panels: dict[str, torch.Tensor], reference: torch.Tensor, pat
     fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels), 2.7), squeeze=False)
     lim = float(reference.abs().max()) * 1.25
     for ax, (title, points) in zip(axes[0], panels.items(), strict=True):
-        ax.scatter(*reference.T.cpu(), s=1, c="0.8", rasterized=True)
-        ax.scatter(*points.T.cpu(), s=1, c="C0", rasterized=True)
+        ax.scatter(*reference.T.cpu().numpy(), s=1, c="0.8", rasterized=True)
+        ax.scatter(*points.T.cpu().numpy(), s=1, c="C0", rasterized=True)
         ax.set_title(title, fontsize=8)
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
