@@ -1,0 +1,42 @@
+"""PSNR, SSIM and data consistency against their definitions."""
+
+import math
+
+import pytest
+import torch
+
+from posteria.metrics.image import consistency, psnr, ssim
+from posteria.operators import Identity
+
+
+def test_psnr_of_a_known_error():
+    x = torch.zeros(2, 1, 8, 8)
+    noisy = x + 0.2  # 0.1 on the [0, 1] scale: MSE 0.01, PSNR 20 dB
+    torch.testing.assert_close(psnr(noisy, x), torch.full((2,), 20.0))
+
+
+def test_ssim_is_one_for_identical_images_and_drops_with_noise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 1, 28, 28, generator=g) * 2 - 1
+    torch.testing.assert_close(ssim(x, x), torch.ones(3))
+    noisy = x + 0.3 * torch.randn(x.shape, generator=g)
+    assert (ssim(noisy, x) < 0.95).all()
+
+
+def test_ssim_matches_the_global_formula_for_constant_windows():
+    """For a window as large as the image, SSIM reduces to the global formula on the Gaussian-weighted
+    statistics; with constant images it is (2 m_a m_b + C1) / (m_a^2 + m_b^2 + C1)."""
+    a = torch.full((1, 1, 11, 11), 0.0, dtype=torch.float64)  # 0.5 on [0, 1]
+    b = torch.full((1, 1, 11, 11), 0.5, dtype=torch.float64)  # 0.75 on [0, 1]
+    ma, mb, c1 = 0.5, 0.75, 0.01**2
+    expected = (2 * ma * mb + c1) / (ma**2 + mb**2 + c1)
+    assert float(ssim(a, b)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_consistency_is_one_for_the_noise_level():
+    g = torch.Generator().manual_seed(1)
+    op = Identity((1, 16, 16), sigma_y=0.1)
+    x = torch.rand(64, 1, 16, 16, generator=g) * 2 - 1
+    y = op.measure(x, g)
+    assert float(consistency(op, x, y).mean()) == pytest.approx(1.0, abs=0.02)
+    assert math.isclose(float(consistency(op, x, op(x)).max()), 0.0, abs_tol=1e-6)
