@@ -115,6 +115,29 @@ def methods() -> list[dict[str, object]]:
     ]
 
 
+def prepare(
+    denoiser: Denoiser,
+    operator: Operator,
+    y: torch.Tensor,
+    method: str = "mmps",
+    steps: int | None = None,
+    n: int = 1,
+    **options: object,
+) -> Sampler:
+    """Validate the inputs of :func:`solve` and build its sampler for ``y`` repeated ``n`` times
+    (measurement ``i`` serves samples ``i * n`` to ``i * n + n - 1``); its ``nfe`` says the cost."""
+    chosen = check_method(method, operator)
+    operator.check_measurement(y)
+    if denoiser.event_shape is not None and tuple(denoiser.event_shape) != operator.event_shape:
+        raise PosteriaError(
+            f"the prior's samples have shape {tuple(denoiser.event_shape)} but the operator expects "
+            f"{operator.event_shape}"
+        )
+    n = check_count("n", n)
+    steps = chosen.default_steps if steps is None else check_count("steps", steps)
+    return chosen.build(denoiser, operator, y.repeat_interleave(n, dim=0), steps, **options)
+
+
 def solve(
     denoiser: Denoiser,
     operator: Operator,
@@ -141,17 +164,19 @@ def solve(
     Returns:
         (B, n, *event_shape) posterior samples.
     """
-    chosen = check_method(method, operator)
-    operator.check_measurement(y)
-    if denoiser.event_shape is not None and tuple(denoiser.event_shape) != operator.event_shape:
-        raise PosteriaError(
-            f"the prior's samples have shape {tuple(denoiser.event_shape)} but the operator expects "
-            f"{operator.event_shape}"
-        )
-    n = check_count("n", n)
-    steps = chosen.default_steps if steps is None else check_count("steps", steps)
-    repeated = y.repeat_interleave(n, dim=0)
-    sampler = chosen.build(denoiser, operator, repeated, steps, **options)
-    noise = PerSampleNoise.from_generator(generator, repeated.shape[0])
-    x = sampler((repeated.shape[0], *operator.event_shape), noise=noise, progress=progress)
-    return x.reshape(y.shape[0], n, *operator.event_shape)
+    sampler = prepare(denoiser, operator, y, method, steps, n, **options)
+    return run_prepared(sampler, y.shape[0], n, operator.event_shape, generator, progress)
+
+
+def run_prepared(
+    sampler: Sampler,
+    batch: int,
+    n: int,
+    event_shape: tuple[int, ...],
+    generator: torch.Generator | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """Run a sampler from :func:`prepare` for ``batch`` measurements: (batch, n, *event_shape)."""
+    noise = PerSampleNoise.from_generator(generator, batch * n)
+    x = sampler((batch * n, *event_shape), noise=noise, progress=progress)
+    return x.reshape(batch, n, *event_shape)
