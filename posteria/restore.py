@@ -1,0 +1,106 @@
+"""Restoration runs: measure ground-truth images, sample the posterior, score the samples.
+
+This is what ``posteria solve``, the demo and ``posteria bench restore`` share: one call from clean
+images (or a given measurement) to posterior samples, their mean and pixel-wise standard deviation,
+and the metrics of the field (PSNR and SSIM of the posterior mean, data consistency, NFE, seconds).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from posteria.denoisers.base import Denoiser
+from posteria.metrics.image import consistency, psnr, ssim
+from posteria.operators.base import Operator
+from posteria.posterior.base import prepare, run_prepared
+
+
+@dataclass
+class Restoration:
+    """Posterior samples for B measurements: ``samples`` (B, n, *event), ``y`` (B, *measurement)."""
+
+    method: str
+    y: torch.Tensor
+    samples: torch.Tensor
+    truth: torch.Tensor | None
+    nfe: int
+    seconds: float
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """The posterior mean estimate (B, *event): the average of the samples."""
+        return self.samples.mean(dim=1)
+
+    @property
+    def std(self) -> torch.Tensor:
+        """Pixel-wise posterior standard deviation (B, *event) (zero for a single sample)."""
+        n = self.samples.shape[1]
+        return self.samples.std(dim=1) if n > 1 else torch.zeros_like(self.mean)
+
+    def metrics(self, operator: Operator) -> dict[str, float]:
+        """PSNR and SSIM of the posterior mean and of single samples (if the truth is known), the mean
+        data consistency of the samples, NFE and seconds per measurement."""
+        flat = self.samples.flatten(0, 1)
+        out = {"method": self.method, "nfe": self.nfe, "seconds_per_image": self.seconds / self.y.shape[0]}
+        if self.truth is not None:
+            truth_rep = self.truth.repeat_interleave(self.samples.shape[1], dim=0)
+            out |= {
+                "psnr_mean": float(psnr(self.mean, self.truth).mean()),
+                "ssim_mean": float(ssim(self.mean, self.truth).mean()),
+                "psnr_sample": float(psnr(flat, truth_rep).mean()),
+            }
+        y_rep = self.y.repeat_interleave(self.samples.shape[1], dim=0)
+        out["consistency"] = float(consistency(operator, flat, y_rep).mean())
+        return out
+
+
+def restore(
+    prior: Denoiser,
+    operator: Operator,
+    y: torch.Tensor,
+    method: str,
+    steps: int | None = None,
+    n: int = 4,
+    seed: int = 0,
+    truth: torch.Tensor | None = None,
+    progress: bool = False,
+    **options: object,
+) -> Restoration:
+    """Sample ``n`` posterior draws per measurement in ``y`` with ``method`` and time it."""
+    sampler = prepare(prior, operator, y, method, steps, n, **options)
+    start = time.perf_counter()
+    samples = run_prepared(
+        sampler, y.shape[0], n, operator.event_shape, torch.Generator().manual_seed(seed), progress
+    )
+    return Restoration(method, y, samples, truth, sampler.nfe, time.perf_counter() - start)
+
+
+def measure(operator: Operator, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """``y = A(x) + w`` with the noise drawn from a generator seeded by ``seed``."""
+    return operator.measure(x, torch.Generator().manual_seed(seed))
+
+
+def measurement_image(operator: Operator, y: torch.Tensor) -> torch.Tensor | None:
+    """What a person can look at of ``y`` in image space: ``A^+ y`` for a linear operator (the zero-
+    filled image for masks and MRI, the upsampled one for super-resolution), None otherwise."""
+    return operator.pinv(y).real if operator.linear else None
+
+
+def panel_rows(result: Restoration, operator: Operator) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Rows of a figure, one per measurement: truth, measurement, samples, mean, standard deviation
+    (the latter stretched to [-1, 1] by its maximum so that it is visible), with column titles."""
+    seen = measurement_image(operator, result.y)
+    std = result.std
+    std_img = 2 * std / std.flatten(1).amax(1).clamp_min(1e-8).reshape(-1, *[1] * (std.dim() - 1)) - 1
+    rows, titles = {}, []
+    for i in range(result.y.shape[0]):
+        cells = [] if result.truth is None else [result.truth[i]]
+        cells += [] if seen is None else [seen[i]]
+        cells += [*result.samples[i], result.mean[i], std_img[i]]
+        rows[f"#{i}"] = torch.stack(cells)
+    titles = (["truth"] if result.truth is not None else []) + (["y (A+ y)"] if seen is not None else [])
+    titles += [f"sample {j + 1}" for j in range(result.samples.shape[1])] + ["mean", "std"]
+    return rows, titles
