@@ -1,8 +1,32 @@
 """Posterior sampling for inverse problems: ``solve`` and the registered methods."""
 
-from posteria.posterior.base import METHODS, Method, capabilities, methods, register, solve, supported
+from posteria.posterior.base import (
+    METHODS,
+    Method,
+    capabilities,
+    methods,
+    prepare,
+    register,
+    run_prepared,
+    solve,
+    supported,
+)
 
-__all__ = ["METHODS", "Method", "capabilities", "methods", "register", "solve", "supported"]
+__all__ = [
+    "METHODS",
+    "Method",
+    "capabilities",
+    "methods",
+    "prepare",
+    "register",
+    "run_prepared",
+    "solve",
+    "supported",
+]
 
 # Guidance methods register themselves on import.
 from posteria.posterior import dps, mmps, pigdm  # noqa: E402, F401
+
+# isort: split
+# Transition methods (sampler subclasses) register themselves on import too.
+from posteria.posterior import ddnm, ddrm, repaint  # noqa: E402, F401

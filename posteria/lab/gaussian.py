@@ -1,0 +1,128 @@
+"""The exact posterior of a Gaussian prior, linear operator and Gaussian noise (seed chapter, Example 7.4).
+
+For ``x ~ N(mu, Sigma)`` and ``y = A x + w``, ``w ~ N(0, s^2 I)``, the posterior is Gaussian with
+``Sigma_post = Sigma - K A Sigma`` and ``mu_post = mu + K (y - A mu)``, where
+``K = Sigma A^T (A Sigma A^T + s^2 I)^-1`` is the Kalman gain. Everything is computed in float64 from a dense
+matrix of the operator, so this is for small signals (``D`` up to a few hundred): it is the oracle the
+posterior samplers are tested against.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from posteria.errors import PosteriaError
+from posteria.operators.base import LinearOperator
+from posteria.tensors import flat
+
+#: the largest signal for which a dense (D, D) covariance is built
+MAX_DIM = 4096
+
+
+def operator_matrix(operator: LinearOperator, chunk: int = 256) -> torch.Tensor:
+    """The dense (m, D) float64 matrix of a real linear operator, built column by column.
+
+    Column ``j`` is ``A e_j`` (flattened), with the columns taken in chunks of ``chunk`` basis vectors so
+    that memory stays O(chunk (m + D)). Complex measurements are not supported (their matrix is complex).
+    """
+    if not operator.linear or operator.complex_measurement:
+        raise PosteriaError(f"operator {operator.name!r} must be linear with real measurements")
+    D = operator.signal_dim
+    if D > MAX_DIM:
+        raise PosteriaError(f"the dense posterior needs D <= {MAX_DIM}, got D = {D}")
+    columns = []
+    with torch.no_grad():
+        for start in range(0, D, chunk):
+            basis = torch.eye(D, dtype=torch.float64)[start : start + chunk]
+            columns.append(flat(operator(basis.reshape(-1, *operator.event_shape)).to(torch.float64)))
+    return torch.cat(columns).T
+
+
+def psd_factor(cov: torch.Tensor) -> torch.Tensor:
+    """A factor ``L`` with ``L L^T = cov`` for a symmetric PSD ``cov`` (D, D), singular ones included.
+
+    From the eigendecomposition, with negative round-off eigenvalues clamped to 0; a Cholesky factor would
+    fail on the rank-deficient posteriors of noiseless measurements.
+    """
+    lam, Q = torch.linalg.eigh((cov + cov.T) / 2)
+    return Q * lam.clamp_min(0).sqrt()
+
+
+@dataclass(frozen=True)
+class GaussianPosterior:
+    """The posteriors ``N(mean_i, cov)`` of a batch of measurements ``y_i``; they share one covariance.
+
+    Attributes:
+        mean: (B, D) float64, one posterior mean per measurement.
+        cov: (D, D) float64, the posterior covariance (the same for every ``y``).
+        event_shape: the shape of one signal; samples come back as (B, n, *event_shape).
+    """
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+    event_shape: tuple[int, ...]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Draw ``n`` exact samples per measurement: (B, n, *event_shape), float64.
+
+        ``x = mean_i + L z`` with ``L L^T = cov`` (:func:`psd_factor`) and ``z ~ N(0, I)`` from ``generator``.
+        """
+        B, D = self.mean.shape
+        z = torch.randn(B, n, D, generator=generator, dtype=torch.float64)
+        x = self.mean[:, None] + z @ psd_factor(self.cov).T
+        return x.reshape(B, n, *self.event_shape)
+
+    def whiten(self, x: torch.Tensor) -> torch.Tensor:
+        """``w = L^-1 (x - mean_i)`` for samples ``x`` (B, n, *event_shape), ``L`` the Cholesky factor of
+        ``cov``: exact posterior samples give ``w ~ N(0, I)``. Shape (B, n, D), float64; ``cov`` must be
+        positive definite (noisy measurements)."""
+        B, n = x.shape[:2]
+        centred = x.reshape(B, n, -1).to(torch.float64) - self.mean[:, None]
+        L = torch.linalg.cholesky(self.cov)
+        # rows w_i = L^-1 c_i for all B n samples at once: solve W L^T = C
+        w = torch.linalg.solve_triangular(L.mT, centred.reshape(B * n, -1), upper=True, left=False)
+        return w.reshape(B, n, -1)
+
+
+def gaussian_posterior(
+    mean: torch.Tensor, cov: torch.Tensor, operator: LinearOperator, y: torch.Tensor
+) -> GaussianPosterior:
+    """The exact posterior of ``x ~ N(mean, cov)`` given ``y = A x + w``, ``w ~ N(0, sigma_y^2 I)``.
+
+    ``S = A Sigma A^T + s^2 I`` (m, m), ``K = Sigma A^T S^-1`` (by a Cholesky solve, never an inverse; a
+    pseudo-inverse when ``S`` is singular, i.e. noiseless and rank-deficient), then
+    ``mu_post = mu + K (y - A mu)`` and the Joseph form
+    ``Sigma_post = (I - K A) Sigma (I - K A)^T + s^2 K K^T``, which equals ``Sigma - K A Sigma`` but stays
+    symmetric PSD under round-off when ``s`` is small.
+
+    Args:
+        mean: the prior mean, (D,) or the event shape.
+        cov: the prior covariance, (D, D).
+        operator: a real linear operator with Gaussian noise.
+        y: measurements, (B, *operator.measurement_shape).
+
+    Returns:
+        a :class:`GaussianPosterior` with ``mean`` (B, D) and ``cov`` (D, D), float64.
+    """
+    operator.check_measurement(y)
+    A = operator_matrix(operator)
+    mu, Sigma = mean.reshape(-1).to(torch.float64), cov.to(torch.float64)
+    if Sigma.shape != (A.shape[1], A.shape[1]) or mu.shape != (A.shape[1],):
+        raise PosteriaError(f"mean and cov must be ({A.shape[1]},) and {(A.shape[1],) * 2}")
+    s2 = operator.sigma_y**2
+    S = A @ Sigma @ A.T + s2 * torch.eye(A.shape[0], dtype=torch.float64)
+    K = _solve_spd(S, A @ Sigma).T  # S symmetric: (S^-1 A Sigma)^T = Sigma A^T S^-1
+    residual = flat(y).to(torch.float64) - mu @ A.T
+    I_KA = torch.eye(A.shape[1], dtype=torch.float64) - K @ A
+    post_cov = I_KA @ Sigma @ I_KA.T + s2 * K @ K.T
+    return GaussianPosterior(mu + residual @ K.T, (post_cov + post_cov.T) / 2, operator.event_shape)
+
+
+def _solve_spd(S: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``S^-1 B`` for a symmetric PSD ``S``: Cholesky when it is definite, the pseudo-inverse otherwise."""
+    L, info = torch.linalg.cholesky_ex(S)
+    if int(info) == 0:
+        return torch.cholesky_solve(B, L)
+    return torch.linalg.pinv(S, hermitian=True) @ B

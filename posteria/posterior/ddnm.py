@@ -1,0 +1,179 @@
+"""Range-null space methods: replacement (Song et al. 2022) and DDNM / DDNM+ (Wang et al. 2023).
+
+Both keep the denoiser's null-space content ``(I - A^+ A) x`` and take the range-space content ``A^+ A x``
+from the measurement: replacement on the noisy state ``x_s`` after each step, DDNM on the clean estimate
+``x0`` before it. Both are :class:`~posteria.samplers.DDIM` subclasses that override only ``step``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from posteria import tweedie
+from posteria.denoisers.base import Denoiser
+from posteria.operators.base import LinearOperator
+from posteria.posterior.base import Method, register
+from posteria.posterior.ddrm import Spectral, check_unit, gaussian_sigma_y
+from posteria.samplers.base import Noise
+from posteria.samplers.ddim import DDIM
+
+
+def match(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``y`` on the device and in the precision of ``x``; complex measurements (k-space) stay complex."""
+    return y.to(
+        device=x.device, dtype=torch.promote_types(x.dtype, torch.complex64) if y.is_complex() else x.dtype
+    )
+
+
+class Replacement(DDIM):
+    """Replacement: a DDIM(eta) step, then the measured part of ``x_s`` is replaced by a noised measurement.
+
+    ``x_s <- x_s + w A^+ (y_s - A x_s)`` with ``y_s = alpha_s y + sigma_s A z``, ``z ~ N(0, I)`` on the
+    signal: ``y_s`` is distributed as ``A x_s`` given ``A x = y``, so the range of ``A^+`` gets the
+    forward-noised measurement and the null space keeps the sampler's state (Song, Shen, Xing & Ermon
+    2022, eq. 8-9, with ``lambda = w``; for :class:`~posteria.operators.SubsampledFourier` it is their
+    k-space replacement, for a :class:`~posteria.operators.Mask` inpainting by replacement). At ``s = 0``,
+    ``x_0 = x0 + A^+(y - A x0)``. ``eta = 1`` (default) is DDPM. Noisy ``y`` is used as if exact, so on
+    an ill-conditioned ``A`` (a blur) ``A^+`` amplifies its noise by ``1 / s_min``: use DDNM+ or DDRM there.
+    Shapes: ``x_t`` (N, *event), sample ``i`` conditioned on ``y[i]`` (N, *measurement).
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        steps: int,
+        operator: LinearOperator,
+        y: torch.Tensor,
+        eta: float = 1.0,
+        weight: float = 1.0,
+        **options: object,
+    ) -> None:
+        super().__init__(denoiser, steps, eta=eta, **options)
+        self.operator, self.y, self.weight = operator, y, check_unit("weight", weight)
+
+    def noised_measurement(self, s: float, noise: Noise, like: torch.Tensor) -> torch.Tensor:
+        """``y_s = alpha_s y + sigma_s A z``, a draw of ``A x_s`` given ``A x = y``: (N, *measurement)."""
+        alpha_s, sigma_s = self.alpha_sigma(s)
+        y = alpha_s * match(self.y, like)
+        if sigma_s == 0:
+            return y
+        return y + sigma_s * self.operator(noise.randn(tuple(like.shape[1:]), like=like))
+
+    def step(self, x_t: torch.Tensor, t: float, s: float, noise: Noise, **cond: object) -> torch.Tensor:
+        x_s = super().step(x_t, t, s, noise, **cond)
+        y_s = self.noised_measurement(s, noise, x_s)
+        return x_s + self.weight * self.operator.pinv(y_s - self.operator(x_s))
+
+
+class DDNM(DDIM):
+    """DDNM: project the denoised estimate onto ``{A x = y}``, then take the DDIM(eta) step from it.
+
+    ``x0 = D(x_t, t)``, ``x0_hat = x0 + A^+ (y - A x0)`` (range-null space decomposition, eq. 12-13),
+    and ``x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z`` with
+    ``eps_hat = (x_t - alpha_t x0_hat) / sigma_t`` and DDIM's ``c`` (:meth:`DDIM.transition`).
+    With ``eta = 1`` (default) this is the paper's Algorithm 1, ``x_s ~ q(x_s | x_t, x0_hat)``; ``eta < 1``
+    is its DDIM form. (The official code keeps the network's ``eps`` instead of ``eps_hat``, with noise
+    ``eta sigma_s`` and ``eta = 0.85``; ``eps_hat`` keeps the measured components of ``x_s`` on the forward
+    bridge towards ``y``.)
+
+    DDNM+ for ``y = A x + sigma_y w`` (section 3.3, eq. 17-18): the step is ``x_s = a x0_hat + b x_t + noise``
+    with ``a = alpha_s - sqrt(sigma_s^2 - c^2) alpha_t / sigma_t``; ``x0_hat`` carries measurement noise
+    ``n_i = sigma_y / s_i`` along singular direction ``i``, so the correction is scaled by
+    ``lambda_i = min(1, c / (a n_i))`` and the fresh noise there has variance
+    ``gamma_i = c^2 - (a lambda_i n_i)^2``: ``x_s`` keeps the noise level of the schedule. With ``eta = 0``
+    there is no fresh noise to trade, so noisy measurements are ignored (``lambda = 0``). Operators without
+    an SVD use one ``n = sigma_y`` for all directions (the official "simplified" mode: exact when ``A`` has
+    orthonormal rows). Shapes as :class:`Replacement`. Reference: Wang, Yu & Zhang (2023), ICLR.
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        steps: int,
+        operator: LinearOperator,
+        y: torch.Tensor,
+        eta: float = 1.0,
+        **options: object,
+    ) -> None:
+        super().__init__(denoiser, steps, eta=eta, **options)
+        self.operator, self.y = operator, y
+        self.sigma_y = gaussian_sigma_y(operator)
+        self.spectral = Spectral.of(operator, y) if self.sigma_y > 0 and operator.svd is not None else None
+
+    def step(self, x_t: torch.Tensor, t: float, s: float, noise: Noise, **cond: object) -> torch.Tensor:
+        alpha_t, sigma_t = self.alpha_sigma(t)
+        x0 = self.denoiser(x_t, t, **cond)
+        w_x0, w_eps, c = self.transition(t, s) if s > 0 else (1.0, 0.0, 0.0)
+        # a n_i: the measurement noise x0_hat carries into x_s; a = weight of x0_hat via x0_hat and eps_hat
+        carried = self.carried_noise(w_x0 - w_eps * alpha_t / sigma_t, x0)
+        lam = None if carried is None else torch.where(carried > c, c / carried.clamp_min(1e-30), 1.0)
+        x0_hat = self.project(x0, lam)
+        if s == 0:
+            return x0_hat
+        x_s = w_x0 * x0_hat + w_eps * tweedie.eps_from_x0(x_t, x0_hat, alpha_t, sigma_t)
+        if c > 0:  # eta = 0 draws no noise
+            x_s = x_s + self.fresh_noise(noise.randn(tuple(x_t.shape[1:]), like=x_t), c, carried)
+        return x_s
+
+    def carried_noise(self, a: float, like: torch.Tensor) -> torch.Tensor | None:
+        """``a n_i`` per singular direction (D,); one value () without an SVD; None for exact ``y``."""
+        if self.sigma_y == 0:
+            return None
+        if self.spectral is None:
+            return torch.tensor(a * self.sigma_y, dtype=like.dtype, device=like.device)
+        return a * self.spectral.noise_std.to(like)
+
+    def project(self, x0: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
+        """``x0_hat = x0 + Lambda A^+ (y - A x0)``, ``Lambda = V diag(lambda) V^T`` (eq. 17; None: I)."""
+        residual = match(self.y, x0) - self.operator(x0)
+        if lam is None or lam.dim() == 0:
+            return x0 + (1.0 if lam is None else lam) * self.operator.pinv(residual)
+        svd = self.spectral.svd
+        return x0 + svd.V(lam * self.spectral.inv_s.to(x0) * svd.Ut(residual))
+
+    def fresh_noise(self, z: torch.Tensor, c: float, carried: torch.Tensor | None) -> torch.Tensor:
+        """``Phi^(1/2) z`` with ``gamma_i = c^2 - (a lambda_i n_i)^2 = c^2 - min(a n_i, c)^2`` (eq. 18)."""
+        if carried is None:
+            return c * z
+        std = (c**2 - carried.clamp_max(c) ** 2).clamp_min(0).sqrt()
+        if carried.dim() == 0:
+            return std * z
+        return self.spectral.svd.V(std * self.spectral.svd.Vt(z))
+
+
+def build_replacement(
+    denoiser: Denoiser, operator: LinearOperator, y: torch.Tensor, steps: int, **options: object
+) -> Replacement:
+    """The :class:`Replacement` sampler; options ``eta`` (1: DDPM), ``weight``, ``spacing``, ``t_min``."""
+    return Replacement(denoiser, steps, operator, y, **options)
+
+
+def build_ddnm(
+    denoiser: Denoiser, operator: LinearOperator, y: torch.Tensor, steps: int, **options: object
+) -> DDNM:
+    """The :class:`DDNM` sampler (DDNM+ when ``sigma_y > 0``); options ``eta``, ``spacing``, ``t_min``."""
+    return DDNM(denoiser, steps, operator, y, **options)
+
+
+register(
+    Method(
+        name="replacement",
+        summary="Replace the measured part of each noisy state by the forward-noised measurement",
+        reference="Song, Shen, Xing & Ermon (2022), Solving inverse problems in medical imaging with "
+        "score-based generative models, ICLR",
+        needs=("linear",),
+        build=build_replacement,
+        default_steps=1000,
+    )
+)
+register(
+    Method(
+        name="ddnm",
+        summary="Null-space model: project each denoised estimate onto A x = y, then step (DDNM+ if noisy)",
+        reference="Wang, Yu & Zhang (2023), Zero-shot image restoration using denoising diffusion null-space "
+        "model, ICLR",
+        needs=("linear",),
+        build=build_ddnm,
+        default_steps=100,
+    )
+)

@@ -1,0 +1,158 @@
+"""Moment matching posterior sampling (Rozet et al., 2024): ``mmps``."""
+
+from __future__ import annotations
+
+import torch
+
+from posteria.denoisers.base import Denoiser
+from posteria.errors import check_positive
+from posteria.operators.base import LinearOperator
+from posteria.posterior.base import Method, register
+from posteria.posterior.guidance import (
+    GuidedDenoiser,
+    Matvec,
+    guided_sampler,
+    real_view,
+    solve_measurements,
+    vjp,
+)
+from posteria.posterior.pigdm import isotropic_variance
+from posteria.samplers.base import Sampler, check_count
+from posteria.tensors import expand_like
+
+REFERENCE = (
+    "Rozet, Andry, Lanusse & Louppe, Learning diffusion priors from observations by expectation "
+    "maximization, NeurIPS 2024"
+)
+
+
+class MMPSDenoiser(GuidedDenoiser):
+    """``E[x | x_t, y] ~ x0 + C A^T (A C A^T + s^2 I)^-1 (y - A x0)``, ``C = (sigma_t^2 / alpha_t) J``.
+
+    MMPS matches the first two moments of ``p(x | x_t)``: mean ``x0 = D(x_t)`` and, by Tweedie's
+    second-order formula, covariance ``C = Cov[x | x_t] = (sigma_t^2 / alpha_t) d x0 / d x_t`` (a symmetric
+    Jacobian ``J``, so one vector-Jacobian product applies it). With ``p(x | x_t) ~ N(x0, C)`` the
+    posterior mean is the Gaussian conditioning above; for a Gaussian prior both moments are exact, so
+    MMPS is then the exact posterior denoiser and any sampler on it samples ``p(x | y)``.
+
+    The (m, m) system ``(A C A^T + s^2 I) u = y - A x0`` is solved per sample by conjugate gradients
+    (each iteration one vjp through the denoiser), iterated in float64. With an SVD it is preconditioned
+    by PiGDM's ``P = r_t^2 A A^T + s^2 I`` (:func:`~posteria.posterior.pigdm.isotropic_variance`),
+    applied as ``P^-1/2 (.) P^-1/2`` in closed form: the preconditioned matrix is ``I`` when
+    ``C = r_t^2 I``, and its conditioning is that of ``C / r_t^2``, whatever ``sigma_y`` (unpreconditioned:
+    about ``||A C A^T|| / s^2``). Measured (float32, Gaussian 8x8 image prior, ``sigma_y = 1e-3``, DDPM
+    100 steps, 5 iterations): Gaussian blur, sample-mean error 0.15% and covariance as the exact sampler's,
+    against 6.6% for plain float32 CG; with one iteration (azula's and the paper code's default) 0.9%
+    against 37% and a covariance error 22 times the covariance. Masks gain nothing (``A A^T = I``, so
+    ``P`` is a scalar).
+
+    Args: ``prior``, a linear ``operator`` with Gaussian noise, ``y`` (N, *measurement); ``maxiter`` CG
+    iterations (``None``: until ``rtol``); ``rtol`` (default ``eps^0.75`` of float64); ``precondition``.
+    Shapes: ``x_t`` (N, *event) -> (N, *event).
+    """
+
+    def __init__(
+        self,
+        prior: Denoiser,
+        operator: LinearOperator,
+        y: torch.Tensor,
+        maxiter: int | None = None,
+        rtol: float | None = None,
+        precondition: bool = True,
+    ) -> None:
+        super().__init__(prior, operator, y)
+        self.maxiter = None if maxiter is None else check_count("maxiter", maxiter)
+        self.rtol = None if rtol is None else check_positive("rtol", float(rtol))
+        self.precondition = bool(precondition) and operator.svd is not None
+        self.sigma_y = operator.sigma_y
+
+    def denoise(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        alpha, sigma = self.schedule(t)
+        with torch.enable_grad():
+            x, x0 = self.prior_with_graph(x_t, t, cond)
+            cov = self.covariance(x, x0, self.gamma(t, x_t))
+
+            def system(u: torch.Tensor) -> torch.Tensor:  # (A C A^T + s^2 I) u
+                return self.operator(cov(self.operator.adjoint(u))) + self.sigma_y**2 * u
+
+            residual = self.measurements(x_t) - self.operator(x0.detach())
+            u = self.solve(system, residual, isotropic_variance(alpha, sigma))
+            return (x0 + cov(self.operator.adjoint(u))).detach()
+
+    def covariance(self, x: torch.Tensor, x0: torch.Tensor, gamma: torch.Tensor) -> Matvec:
+        """``v -> Cov[x | x_t] v = gamma J^T v``, ``gamma = sigma_t^2 / alpha_t``, ``J = d x0 / d x_t``
+        symmetric (it is ``(gamma / alpha) (I + sigma^2 Hessian log p_t)``), so a vjp applies it."""
+        return lambda v: gamma * vjp(x0, x, v)
+
+    def solve(self, system: Matvec, b: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
+        """``u = M^-1 b`` by CG, preconditioned by :meth:`inverse_sqrt_preconditioner` if asked."""
+        W = self.inverse_sqrt_preconditioner(r2.to(torch.float64)) if self.precondition else None
+        return solve_measurements(system, b, self.maxiter, self.rtol, W)
+
+    def inverse_sqrt_preconditioner(self, r2: torch.Tensor) -> Matvec:
+        """``v -> P^-1/2 v`` for ``P = r^2 A A^T + s^2 I``, ``r2`` (B,) float64: with ``A = U S V^T``,
+        ``P^-1/2 v = U (p^-1/2 U^T v) + (v - U U^T v) / s``, ``p_i = r^2 s_i^2 + s^2``.
+
+        The second term, the part of ``v`` off the range of ``U``, is dropped when that range is the whole
+        measurement space (masks, full-rank matrices): computed anyway it would be round-off times ``1 / s``.
+        At ``s = 0`` the floor ``s^2 >= 1e-16 r^2 max s_i^2`` keeps ``P`` invertible.
+        """
+        svd = self.operator.svd
+        s = svd.s.to(device=r2.device, dtype=torch.float64)
+        floor = torch.clamp_min(torch.full_like(r2, self.sigma_y**2), 1e-16 * r2 * s.max() ** 2)[:, None]
+        scale = (r2[:, None] * s**2 + floor).rsqrt()
+        full_range = int((s > 0).sum()) == self.measurement_dim
+
+        def apply(v: torch.Tensor) -> torch.Tensor:
+            coords = svd.Ut(v)
+            out = svd.U(scale.to(coords.dtype) * coords)
+            if not full_range:
+                out = out + expand_like(floor[:, 0].rsqrt(), v) * (v - svd.U(coords))
+            return out
+
+        return apply
+
+    @property
+    def vjps_per_call(self) -> int:
+        """At most one per CG iteration, plus one for the final ``C A^T u``."""
+        return (self.maxiter or 2 * self.measurement_dim) + 1
+
+    @property
+    def measurement_dim(self) -> int:
+        """The real dimension of the measurement space (twice the entries for complex measurements)."""
+        return real_view(self.y[:1]).numel()
+
+
+def build_mmps(
+    denoiser: Denoiser,
+    operator: LinearOperator,
+    y: torch.Tensor,
+    steps: int,
+    sampler: str = "ddpm",
+    eta: float | None = None,
+    maxiter: int | None = 5,
+    rtol: float | None = None,
+    precondition: bool = True,
+    **options: object,
+) -> Sampler:
+    """Any sampler on :class:`MMPSDenoiser`; DDPM and 5 preconditioned CG iterations by default.
+
+    Five iterations: on Gaussian priors (a 16-D random projection to 8, 8x8 inpainting with m = 48, at
+    ``sigma_y`` 0.1 and 0.01) the sample mean is then within 1.5% of the prior-to-posterior distance and the
+    covariance matches the exact sampler's; 1 iteration leaves 6 to 14% and covariance errors of 40 to
+    120% on inpainting, 3 iterations 1 to 2%. Give ``maxiter=None`` to solve to ``rtol``.
+    """
+    wrapper = MMPSDenoiser(denoiser, operator, y, maxiter, rtol, precondition)
+    return guided_sampler(wrapper, steps, sampler, eta, **options)
+
+
+register(
+    Method(
+        name="mmps",
+        summary="moment matching: Tweedie covariance (sigma^2/alpha) dD/dx_t, Gaussian conditioning by CG",
+        reference=REFERENCE,
+        needs=("linear", "gaussian"),
+        build=build_mmps,
+        default_steps=100,
+    )
+)
