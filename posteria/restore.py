@@ -27,6 +27,7 @@ class Restoration:
     samples: torch.Tensor
     truth: torch.Tensor | None
     nfe: int
+    vjps: int
     seconds: float
 
     @property
@@ -44,7 +45,8 @@ class Restoration:
         """PSNR and SSIM of the posterior mean and of single samples (if the truth is known), the mean
         data consistency of the samples, NFE and seconds per measurement."""
         flat = self.samples.flatten(0, 1)
-        out = {"method": self.method, "nfe": self.nfe, "seconds_per_image": self.seconds / self.y.shape[0]}
+        out = {"method": self.method, "nfe": self.nfe, "vjps": self.vjps,
+               "seconds_per_image": self.seconds / self.y.shape[0]}  # fmt: skip
         if self.truth is not None:
             truth_rep = self.truth.repeat_interleave(self.samples.shape[1], dim=0)
             out |= {
@@ -75,7 +77,9 @@ def restore(
     samples = run_prepared(
         sampler, y.shape[0], n, operator.event_shape, torch.Generator().manual_seed(seed), progress
     )
-    return Restoration(method, y, samples, truth, sampler.nfe, time.perf_counter() - start)
+    # Guidance methods also differentiate through the prior: count those vector-Jacobian products.
+    vjps = sampler.nfe * getattr(sampler.denoiser, "vjps_per_call", 0)
+    return Restoration(method, y, samples, truth, sampler.nfe, vjps, time.perf_counter() - start)
 
 
 def measure(operator: Operator, x: torch.Tensor, seed: int = 0) -> torch.Tensor:

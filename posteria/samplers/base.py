@@ -143,10 +143,13 @@ class Sampler:
         return sigma_1 * noise.randn(shape[1:], like=self.reference()), noise
 
     def reference(self) -> torch.Tensor:
-        """An empty tensor in the default dtype on the denoiser's device (CPU when it holds no tensor)."""
-        first = next(itertools.chain(self.denoiser.parameters(), self.denoiser.buffers()), None)
-        device = first.device if first is not None else torch.device("cpu")
-        return torch.empty(0, dtype=torch.get_default_dtype(), device=device)
+        """An empty tensor in the dtype and on the device of the denoiser's first floating-point tensor
+        (the default dtype on the CPU when it holds none), so a float64 prior samples in float64."""
+        tensors = itertools.chain(self.denoiser.parameters(), self.denoiser.buffers())
+        first = next((p for p in tensors if p.is_floating_point()), None)
+        if first is None:
+            return torch.empty(0, dtype=torch.get_default_dtype())
+        return torch.empty(0, dtype=first.dtype, device=first.device)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(steps={self.steps}, nfe={self.nfe})"
