@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import pytest
@@ -242,3 +243,57 @@ def test_demo_writes_an_index_with_its_figures(tmp_path, tiny_prior):
         assert f"({name})" in text
         assert (tmp_path / "demo" / name).stat().st_size > 0
     assert "| ddpm | 200 | 8 |" in text  # every mode of the exact mixture is hit
+
+
+# ------------------------------------------------------------------------------------------ solve
+
+
+def test_solve_writes_panels_and_metrics(tmp_path, tiny_prior):
+    out = tmp_path / "solve"
+    args = ["solve", "--prior", str(tiny_prior.folder), "--operator", "inpaint-box", "--method", "ddrm",
+            "--steps", "3", "--test-digits", "2", "--samples", "2", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    for name in ("panels.png", "mean.png", "std.png", "metrics.json"):
+        assert (out / name).stat().st_size > 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["nfe"] == 3 and metrics["n"] == 2
+    for key in ("psnr_mean", "ssim_mean", "consistency", "seconds_per_image"):
+        assert math.isfinite(metrics[key])
+
+
+def test_methods_lists_every_method_and_operator(tiny_prior):
+    from posteria.posterior import METHODS
+
+    result = CliRunner().invoke(app, ["methods"])
+    assert result.exit_code == 0
+    for name in METHODS:
+        assert name in result.output
+    assert "inpaint-box" in result.output and "mri4" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--sigma-y", "-0.1"], "sigma_y must be a finite number > 0"),
+        (["--operator", "smudge"], "unknown operator 'smudge'"),
+        (["--method", "magic"], "unknown method 'magic'"),
+        (["--operator", "sr2", "--method", "repaint"], "methods that serve it: "),
+    ],
+    ids=["negative-sigma", "operator", "method", "unsupported"],
+)
+def test_solve_bad_input_is_one_line(tmp_path, tiny_prior, monkeypatch, capsys, args, expected):
+    line = error_line(
+        monkeypatch,
+        capsys,
+        "solve",
+        "--prior",
+        tiny_prior.folder,
+        "--out",
+        tmp_path / "s",
+        "--steps",
+        "2",
+        *args,
+    )
+    assert expected in line
+    assert not (tmp_path / "s").exists()  # nothing half-written
