@@ -257,13 +257,21 @@ def bench_quality(
     prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
     n: Annotated[int, typer.Option("-n", "--n", help="Samples per sampler.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    runs: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated sampler:steps[:spacing] runs "
+            "[default: ddpm:1000,ddim:50,ddim:20,heun:18:karras]."
+        ),
+    ] = None,
+    name: Annotated[str, typer.Option(help="Base name of the result files.")] = "quality",
 ) -> None:
-    """FD of N samples for DDPM-1000, DDIM-50, DDIM-20 and Heun-18, next to the training-data floor."""
-    from posteria.bench.quality import plot_quality, run_quality
+    """FD of N samples per sampler and step budget, next to the floor of N training digits."""
+    from posteria.bench.quality import parse_runs, plot_quality, run_quality
 
-    rows = run_quality(prior, n, seed)
-    _write_results(out, "quality", rows, f"Sample quality ({n} samples)")
-    plot_quality(rows, out / "quality.png")
+    rows = run_quality(prior, n, seed, parse_runs(runs) if runs else None)
+    _write_results(out, name, rows, f"Sample quality ({n} samples)")
+    plot_quality(rows, out / f"{name}.png")
 
 
 def main() -> None:

@@ -297,3 +297,38 @@ def test_solve_bad_input_is_one_line(tmp_path, tiny_prior, monkeypatch, capsys, 
     )
     assert expected in line
     assert not (tmp_path / "s").exists()  # nothing half-written
+
+
+# ------------------------------------------------------------------------------------------ bench
+
+
+def test_bench_speed_measures_a_prior(tmp_path, tiny_prior):
+    result = CliRunner().invoke(
+        app,
+        [
+            "bench",
+            "speed",
+            "--prior",
+            str(tiny_prior.folder),
+            "--out",
+            str(tmp_path),
+            "--batch",
+            "4",
+            "--repeats",
+            "1",
+        ],  # fmt: skip
+    )
+    assert result.exit_code == 0, result.output
+    row = json.loads((tmp_path / "speed.json").read_text())["results"][0]
+    for key in ("train_images_per_s", "denoiser_evals_per_s", "sampler_overhead"):
+        assert row[key] > 0
+    assert "torch" in (tmp_path / "speed.md").read_text()
+
+
+def test_quality_runs_parse_and_reject_nonsense():
+    from posteria.bench.quality import parse_runs
+    from posteria.errors import PosteriaError
+
+    assert parse_runs("ddim:50,heun:18:karras") == [("ddim", 50, {}), ("heun", 18, {"spacing": "karras"})]
+    with pytest.raises(PosteriaError, match="sampler:steps"):
+        parse_runs("ddim")

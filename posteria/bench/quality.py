@@ -12,10 +12,22 @@ import torch
 
 import posteria as pa
 from posteria.data import load_dataset
+from posteria.errors import PosteriaError
 from posteria.metrics.quality import SampleQuality
 
 #: (sampler, steps, options) compared by default; Heun-18 is EDM's 35-NFE setting.
 RUNS = [("ddpm", 1000, {}), ("ddim", 50, {}), ("ddim", 20, {}), ("heun", 18, {"spacing": "karras"})]
+
+
+def parse_runs(text: str) -> list[tuple[str, int, dict]]:
+    """``"ddim:50,heun:18:karras"`` -> ``[("ddim", 50, {}), ("heun", 18, {"spacing": "karras"})]``."""
+    runs = []
+    for item in text.split(","):
+        parts = item.strip().split(":")
+        if len(parts) not in (2, 3) or not parts[1].isdigit():
+            raise PosteriaError(f"run {item!r}: expected sampler:steps or sampler:steps:spacing")
+        runs.append((parts[0], int(parts[1]), {"spacing": parts[2]} if len(parts) == 3 else {}))
+    return runs
 
 
 def fd_floor(quality: SampleQuality, reference: torch.Tensor, n: int, seed: int) -> float:
