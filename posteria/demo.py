@@ -92,10 +92,6 @@ def run_demo(out: Path, prior_name: str = "mnist", seed: int = 0) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     prior = pa.load_prior(prior_name)
-    digits = sample_digits(prior, out, seed)
-    denoising_panel(prior, out, seed)
-    restoration_rows = restoration_panels(prior, out, seed)
-    mixture_rows = exact_mixture_check(out, seed)
     card = prior.card
     lines = [
         "# posteria demo",
@@ -104,26 +100,49 @@ def run_demo(out: Path, prior_name: str = "mnist", seed: int = 0) -> Path:
         f"{card['data']} ({card['split']} split), {card['schedule']} schedule, {card['parameterisation']} "
         "parameterisation.",
         "",
+        *samples_section(sample_digits(prior, out, seed)),
+        *denoising_section(denoising_panel(prior, out, seed)),
+        *restoration_section(restoration_panels(prior, out, seed)),
+        *mixture_section(exact_mixture_check(out, seed)),
+        f"Total time {time.perf_counter() - start:.1f} s. {machine_line()}",
+        "",
+    ]
+    return atomic_write_text(out / "index.md", "\n".join(lines))
+
+
+def samples_section(row: dict) -> list[str]:
+    return [
         "## Samples from the prior (DDIM, 50 steps)",
         "![samples](samples.png)",
         "",
-        table([digits]),
+        table([row]),
         "",
         "FD: Frechet distance of the shipped classifier's features to the 1,000 held-out test digits "
         "(64 samples, so biased upwards; see BENCHMARKS.md for 1,000-sample values).",
         "",
-        "## The denoiser E[x | x_t] on held-out digits",
-        "![denoising](denoising.png)",
-        "",
+    ]
+
+
+def denoising_section(path: Path) -> list[str]:
+    return ["## The denoiser E[x | x_t] on held-out digits", f"![denoising]({path.name})", ""]
+
+
+def restoration_section(rows: list[dict]) -> list[str]:
+    return [
         "## Restoring held-out digits (sigma_y = 0.05, 3 posterior samples each)",
         "Rows: digits; columns: truth, the measurement seen through the pseudo-inverse, posterior samples, "
         "their mean and their pixel-wise standard deviation (white = uncertain). Consistency is "
         "||y - A x|| / (sigma_y sqrt(m)): about 1 when a sample explains y as well as the noise allows.",
         "",
-        *[f"![{r['problem']}](restore-{r['problem']}.png)" for r in restoration_rows],
+        *[f"![{r['problem']}](restore-{r['problem']}.png)" for r in rows],
         "",
-        table(restoration_rows),
+        table(rows),
         "",
+    ]
+
+
+def mixture_section(rows: list[dict]) -> list[str]:
+    return [
         "## Every sampler on an exact mixture prior",
         "An 8-mode Gaussian mixture in 2-D with its exact denoiser: a right sampler hits every mode with "
         "weight 1/8 (max weight error: the largest deviation from 1/8) and the modes' spread (0.15 per "
@@ -131,9 +150,6 @@ def run_demo(out: Path, prior_name: str = "mnist", seed: int = 0) -> Path:
         "",
         "![mixture](mixture.png)",
         "",
-        table(mixture_rows),
-        "",
-        f"Total time {time.perf_counter() - start:.1f} s. {machine_line()}",
+        table(rows),
         "",
     ]
-    return atomic_write_text(out / "index.md", "\n".join(lines))
