@@ -77,8 +77,10 @@ def restore(
     samples = run_prepared(
         sampler, y.shape[0], n, operator.event_shape, torch.Generator().manual_seed(seed), progress
     )
-    # Guidance methods also differentiate through the prior: count those vector-Jacobian products.
-    vjps = sampler.nfe * getattr(sampler.denoiser, "vjps_per_call", 0)
+    # Guidance methods also differentiate through the prior: count those vector-Jacobian products,
+    # as the sampler reports them (TDS) or per denoiser call (DPS, PiGDM, MMPS).
+    vjps = getattr(sampler, "vjps", None)
+    vjps = sampler.nfe * getattr(sampler.denoiser, "vjps_per_call", 0) if vjps is None else vjps
     return Restoration(method, y, samples, truth, sampler.nfe, vjps, time.perf_counter() - start)
 
 

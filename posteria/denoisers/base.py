@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -30,6 +32,17 @@ class Denoiser(nn.Module):
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         raise NotImplementedError
+
+    @property
+    def reference(self) -> torch.Tensor:
+        """An empty tensor in the dtype and on the device samples should have: those of the first
+        floating-point parameter or buffer (default dtype on the CPU if there is none). Wrappers whose
+        extra buffers differ (measurements, operator tables) override it to defer to their prior."""
+        tensors = itertools.chain(self.parameters(), self.buffers())
+        first = next((p for p in tensors if p.is_floating_point()), None)
+        if first is None:
+            return torch.empty(0, dtype=torch.get_default_dtype())
+        return torch.empty(0, dtype=first.dtype, device=first.device)
 
     def forward(self, x_t: torch.Tensor, t: float | torch.Tensor, **cond) -> torch.Tensor:
         self.check_shape(x_t)

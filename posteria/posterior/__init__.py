@@ -30,3 +30,7 @@ from posteria.posterior import dps, mmps, pigdm  # noqa: E402, F401
 # isort: split
 # Transition methods (sampler subclasses) register themselves on import too.
 from posteria.posterior import ddnm, ddrm, repaint  # noqa: E402, F401
+
+# isort: split
+# DAPS and TDS: transition methods for any operator with Gaussian noise, nonlinear ones included.
+from posteria.posterior import daps, tds  # noqa: E402, F401

@@ -46,6 +46,11 @@ class GuidedDenoiser(Denoiser):
         self.prior, self.operator = prior, operator
         self.register_buffer("y", y.detach().clone())
 
+    @property
+    def reference(self) -> torch.Tensor:
+        """Samples take the prior's dtype and device, not those of ``y`` or the operator's tables."""
+        return self.prior.reference
+
     def measurements(self, x_t: torch.Tensor) -> torch.Tensor:
         """``y`` in the dtype (real or complex) and on the device of ``x_t``, checked against its batch."""
         if x_t.shape[0] != self.y.shape[0]:

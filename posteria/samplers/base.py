@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import operator
 from collections.abc import Sequence
 from typing import Protocol
@@ -140,16 +139,7 @@ class Sampler:
         if given:
             return x_or_shape, noise
         sigma_1 = self.alpha_sigma(self.pairs[0][0])[1]
-        return sigma_1 * noise.randn(shape[1:], like=self.reference()), noise
-
-    def reference(self) -> torch.Tensor:
-        """An empty tensor in the dtype and on the device of the denoiser's first floating-point tensor
-        (the default dtype on the CPU when it holds none), so a float64 prior samples in float64."""
-        tensors = itertools.chain(self.denoiser.parameters(), self.denoiser.buffers())
-        first = next((p for p in tensors if p.is_floating_point()), None)
-        if first is None:
-            return torch.empty(0, dtype=torch.get_default_dtype())
-        return torch.empty(0, dtype=first.dtype, device=first.device)
+        return sigma_1 * noise.randn(shape[1:], like=self.denoiser.reference), noise
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(steps={self.steps}, nfe={self.nfe})"

@@ -1,0 +1,217 @@
+"""DAPS (Zhang et al. 2025): decoupled annealing posterior sampling, for linear and nonlinear operators.
+
+Each annealing level ``t`` turns the current noisy state into a clean estimate ``x0_hat`` (a short
+probability-flow ODE solve), moves it towards the data by Langevin dynamics on ``p(x0 | x_t, y)``, and
+re-noises the result to the next level with *fresh* noise: the states of two levels are coupled only through
+``x0``, never through a shared noise path (the "decoupling"), so large Langevin moves are allowed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from posteria.denoisers.base import Denoiser
+from posteria.errors import PosteriaError, check_positive
+from posteria.operators.base import Operator
+from posteria.posterior.base import Method, register
+from posteria.posterior.ddnm import match
+from posteria.posterior.ddrm import gaussian_sigma_y
+from posteria.posterior.guidance import real_view
+from posteria.samplers.base import Noise, Sampler, check_count
+from posteria.tensors import expand_like, flat
+
+REFERENCE = (
+    "Zhang, Chu, Berner, Meng, Anandkumar & Song, Improving diffusion inverse problem solving with "
+    "decoupled noise annealing, CVPR 2025"
+)
+
+#: the likelihood width used for noiseless measurements (the official code's ``tau``)
+NOISELESS_TAU = 1e-2
+
+
+def start_vector(like: torch.Tensor) -> torch.Tensor:
+    """A fixed pseudo-random direction per sample, (B, *event): the same whatever the batch or the seed,
+    so power iterations are reproducible and never start orthogonal to a structured top singular vector."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(tuple(like.shape[1:]), generator=g, dtype=like.dtype).to(like.device)
+    return v.expand_as(like).clone()
+
+
+def jacobian_norm2(operator: Operator, x: torch.Tensor, iterations: int = 20) -> torch.Tensor:
+    """``lambda_max(J^T J)`` per sample (B,), ``J = dA/dx`` at ``x`` (B, *event), by power iteration.
+
+    ``J v = grad_u <J^T u, v>``, with ``J^T u`` itself a vjp built with ``create_graph``, so only autograd
+    through ``A`` is needed: linear and nonlinear operators alike, complex measurements through
+    :func:`real_view`. The Rayleigh quotient after ``k`` iterations lies below the top eigenvalue, by a
+    relative error of order ``(lambda_2 / lambda_1)^(2 k)``; callers use it inside a safety factor.
+    """
+    v = start_vector(x)
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        out = real_view(operator(x))
+        u = torch.zeros_like(out, requires_grad=True)
+        (jt_u,) = torch.autograd.grad(out, x, u, create_graph=True)
+        for _ in range(iterations):
+            v = v / expand_like(flat(v).norm(dim=1).clamp_min(torch.finfo(v.dtype).tiny), v)
+            (jv,) = torch.autograd.grad(jt_u, u, v, retain_graph=True)
+            (jtjv,) = torch.autograd.grad(out, x, jv, retain_graph=True)
+            lam, v = (flat(v) * flat(jtjv)).sum(1), jtjv
+    return lam.detach()
+
+
+def likelihood_score(operator: Operator, y: torch.Tensor, x: torch.Tensor, tau: float) -> torch.Tensor:
+    """``grad_x log N(y; A(x), tau^2 I) = J^T (y - A(x)) / tau^2`` (B, *event), by autograd through ``A``."""
+    with torch.enable_grad():
+        x = x.detach().requires_grad_(True)
+        residual = real_view(match(y, x) - operator(x))
+        (grad,) = torch.autograd.grad(-0.5 * (residual**2).sum() / tau**2, x)
+    return grad
+
+
+class DAPS(Sampler):
+    """DAPS: per level, ODE estimate ``x0_hat``, Langevin on ``p(x0 | x_t, y)``, fresh re-noising.
+
+    At grid time ``t`` (noise level ``r_t = sigma_t / alpha_t``, the variance-exploding sigma the paper
+    anneals), with ``x_s`` the next level:
+
+    1. ``x0_hat``: ``ode_steps`` deterministic DDIM steps (Euler for the probability-flow ODE in
+       ``(x / alpha, r)``) from ``t`` to 0 on a Karras grid in ``r`` (``rho = 7``, as the official code's
+       ``poly-7``); ``ode_steps = 1`` is Tweedie's ``D(x_t, t)``.
+    2. ``x0``: ``K = langevin_steps`` steps of unadjusted Langevin dynamics started at ``x0_hat`` on
+       ``log p(x0 | x_t, y) = -||x0 - x0_hat||^2 / (2 r_t^2) + log N(y; A(x0), tau^2 I) + const``
+       (the paper's Gaussian approximation ``p(x0 | x_t) ~ N(x0_hat, r_t^2 I)``, as in the official code):
+       ``x0 <- x0 + eta (J^T (y - A(x0)) / tau^2 - (x0 - x0_hat) / r_t^2) + sqrt(2 eta) z``.
+    3. ``x_s = alpha_s x0 + sigma_s z`` with fresh ``z`` (``x_0 = x0`` at the last level).
+
+    Step size, per sample ``i``: ``eta_i = step_size / L_i`` with ``L_i = 1 / r_t^2 + lambda_i / tau^2``
+    the largest curvature of the target, ``lambda_i = ||J||^2`` the top eigenvalue of ``J^T J``
+    (closed form from an SVD; else :func:`jacobian_norm2`, once for a linear ``A``, at ``x0_hat`` of every
+    level for a nonlinear one). The official code uses a fixed learning rate (5e-5 to 1e-4, decayed
+    linearly to 1% over the levels), tuned for 256x256 images and ``tau = 0.01``; a curvature-scaled
+    step is stable for any signal size, operator norm and ``sigma_y`` (at ``sigma_y = 1e-3`` a fixed 1e-4
+    diverges once ``||A|| > 0.14``), and it shrinks with ``r_t`` as the paper's decay does.
+
+    Defaults, chosen by cost and measured on a Gaussian prior (D = 4, a 2 x 4 matrix, 100 levels,
+    ``n = 2000``, posterior-whitened errors at ``sigma_y`` = 0.1, 0.01, 1e-3; the prior mean is 7.4 to 800
+    away; Monte-Carlo noise about 0.1 on the mean): ``ode_steps = 1`` (the paper's DAPS-1K uses 5, five
+    times the denoiser calls, and measured no better: mean 0.07 against 0.08, covariance error 0.4-0.8
+    against 0.5-1.0; on a two-component mixture both put 57% of the mass on the mode that holds 77%);
+    ``langevin_steps = 20`` (the paper: 100, five times the operator calls, measured no better; 5 steps
+    double the covariance error at ``sigma_y = 1e-3``, 1.6 against 0.8); ``step_size = 0.5`` (the
+    official inpainting ``lr = 5e-5`` with ``tau = 0.01`` is ``0.5 / L`` for a mask; 1.0 gives covariance
+    errors 1.0-1.4); ``tau = sigma_y`` (the noise of ``y``; the official code sets ``tau = 0.01`` whatever
+    the noise; noiseless ``y`` uses 0.01); 100 levels (the paper: 200; mean error 0.24, 0.11, 0.07, 0.04 at
+    20, 50, 100, 200 levels and ``sigma_y = 0.1``). Like every sampler here the run stops at ``t_min``
+    (``r = 0.01`` for VP): the last Langevin run still fits ``y`` to ``tau``, so ``sigma_y = 1e-3`` works.
+    Shapes: ``x_t`` (N, *event), sample ``i`` conditioned on ``y[i]`` (N, *measurement).
+    """
+
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        steps: int,
+        operator: Operator,
+        y: torch.Tensor,
+        ode_steps: int = 1,
+        langevin_steps: int = 20,
+        step_size: float = 0.5,
+        tau: float | None = None,
+        **options: object,
+    ) -> None:
+        super().__init__(denoiser, steps, **options)
+        self.operator, self.y = operator, y
+        self.ode_steps = check_count("ode_steps", ode_steps)
+        self.langevin_steps = check_count("langevin_steps", langevin_steps, minimum=0)
+        self.step_size = check_positive("step_size", float(step_size))
+        if self.step_size > 1:
+            raise PosteriaError(f"step_size must lie in (0, 1] (a fraction of 1 / L), got {step_size!r}")
+        sigma_y = gaussian_sigma_y(operator)
+        self.tau = check_positive("tau", float(tau if tau is not None else sigma_y or NOISELESS_TAU))
+        self.ode_grids = {t: self.ode_grid(t) for t, _ in self.pairs}
+        self._linear_norm2: torch.Tensor | None = None
+
+    @property
+    def nfe(self) -> int:
+        """``ode_steps`` denoiser calls per level (Langevin steps call only the operator)."""
+        return self.steps * self.ode_steps
+
+    @property
+    def vjps(self) -> int:
+        """Vector-Jacobian products through the denoiser: none (the gradients are through ``A`` only)."""
+        return 0
+
+    def ode_grid(self, t: float) -> list[float]:
+        """Times ``t = u_0 > ... > u_{n-1}`` then 0: Karras spacing in ``r`` from ``r_t`` to ``r(t_min)``."""
+        n, schedule = self.ode_steps, self.denoiser.schedule
+        t_end = min(schedule.t_min, t)
+        if n == 1 or t_end >= t:
+            return [t, 0.0]
+        lo, hi = (schedule.ratio(torch.tensor(v, dtype=torch.float64)) ** (1 / 7) for v in (t_end, t))
+        r = (hi + torch.linspace(0, 1, n, dtype=torch.float64) * (lo - hi)) ** 7
+        times = [float(u) for u in schedule.time_of_ratio(r)]
+        return [t, *times[1:-1], t_end, 0.0]
+
+    def step(self, x_t: torch.Tensor, t: float, s: float, noise: Noise, **cond: object) -> torch.Tensor:
+        x0_hat = self.ode_estimate(x_t, t, cond)
+        alpha_t, sigma_t = self.alpha_sigma(t)
+        x0 = self.langevin(x0_hat, sigma_t / alpha_t, noise)
+        if s == 0:
+            return x0
+        alpha_s, sigma_s = self.alpha_sigma(s)
+        return alpha_s * x0 + sigma_s * noise.randn(tuple(x_t.shape[1:]), like=x_t)
+
+    def ode_estimate(self, x_t: torch.Tensor, t: float, cond: dict) -> torch.Tensor:
+        """``x0_hat``: deterministic DDIM, ``x_v = alpha_v x0 + sigma_v (x_u - alpha_u x0) / sigma_u``,
+        over :meth:`ode_grid` (``x0 = D(x_u, u)``); the last step returns ``x0``."""
+        grid, x = self.ode_grids.get(t) or self.ode_grid(t), x_t
+        for u, v in zip(grid[:-1], grid[1:], strict=True):
+            x0 = self.denoiser(x, u, **cond)
+            if v == 0:
+                return x0
+            (alpha_u, sigma_u), (alpha_v, sigma_v) = self.alpha_sigma(u), self.alpha_sigma(v)
+            x = alpha_v * x0 + sigma_v * (x - alpha_u * x0) / sigma_u
+        return x
+
+    def langevin(self, x0_hat: torch.Tensor, r: float, noise: Noise) -> torch.Tensor:
+        """``K`` unadjusted Langevin steps on ``p(x0 | x_t, y)`` from ``x0_hat`` (see the class); the
+        ``K`` noise draws of a sample come from its stream in one call, (N, K, *event)."""
+        if self.langevin_steps == 0:
+            return x0_hat
+        curvature = 1 / r**2 + self.operator_norm2(x0_hat) / self.tau**2
+        eta = expand_like(self.step_size / curvature, x0_hat)
+        z = noise.randn((self.langevin_steps, *x0_hat.shape[1:]), like=x0_hat)
+        x = x0_hat
+        for k in range(self.langevin_steps):
+            drift = likelihood_score(self.operator, self.y, x, self.tau) - (x - x0_hat) / r**2
+            x = x + eta * drift + (2 * eta).sqrt() * z[:, k]
+        return x
+
+    def operator_norm2(self, x: torch.Tensor) -> torch.Tensor:
+        """``||J||^2`` per sample (B,) at ``x``: exact from an SVD, computed once for a linear operator."""
+        if not self.operator.linear:
+            return jacobian_norm2(self.operator, x)
+        if self._linear_norm2 is None:
+            svd = self.operator.svd
+            exact = svd.s.max() ** 2 if svd is not None else jacobian_norm2(self.operator, x[:1])[0]
+            self._linear_norm2 = exact.to(torch.float64)
+        return self._linear_norm2.to(x).expand(x.shape[0])
+
+
+def build_daps(
+    denoiser: Denoiser, operator: Operator, y: torch.Tensor, steps: int, **options: object
+) -> DAPS:
+    """The :class:`DAPS` sampler; options ``ode_steps``, ``langevin_steps``, ``step_size``, ``tau``,
+    ``spacing``, ``t_min``."""
+    return DAPS(denoiser, steps, operator, y, **options)
+
+
+register(
+    Method(
+        name="daps",
+        summary="Decoupled annealing: ODE estimate of x0, Langevin on p(x0 | x_t, y), fresh re-noising",
+        reference=REFERENCE,
+        needs=("gaussian",),
+        build=build_daps,
+        default_steps=100,
+    )
+)
