@@ -168,6 +168,7 @@ def export_prior_cmd(
     metrics: Annotated[
         Path | None, typer.Option(help="A results JSON of `posteria bench` whose results go in the card.")
     ] = None,
+    note: Annotated[str, typer.Option(help="Free text for the card (hardware, caveats).")] = "",
 ) -> None:
     """Package the EMA weights of a checkpoint as a prior: safetensors and a JSON card."""
     import json

@@ -9,8 +9,9 @@ import torch
 
 
 def table(rows: list[dict], columns: list[str] | None = None) -> str:
-    """A Markdown table of ``rows`` (dicts); floats printed with 4 significant digits."""
-    columns = columns or list(rows[0])
+    """A Markdown table of ``rows`` (dicts; columns: every key, in order of first appearance); floats
+    printed with 4 significant digits, missing cells empty."""
+    columns = columns or list(dict.fromkeys(k for row in rows for k in row))
 
     def cell(v: object) -> str:
         return f"{v:.4g}" if isinstance(v, float) else str(v)
