@@ -1,0 +1,92 @@
+"""The shipped prior and classifier: they load offline, reject bad input, and do their jobs."""
+
+import pytest
+import torch
+
+import posteria as pa
+from posteria.data import mnist10k
+from posteria.errors import PosteriaError
+from posteria.priors import read_card, shipped
+
+
+def test_the_mnist_prior_and_classifier_ship_with_cards():
+    assert "mnist" in shipped("priors") and "mnist" in shipped("classifiers")
+    card = read_card("mnist")
+    for key in ("arch", "backbone", "schedule", "parameterisation", "train_steps", "wall_time_s", "command"):
+        assert key in card
+    assert card["event_shape"] == [1, 28, 28]
+    parameters = sum(p.numel() for p in pa.load_prior("mnist").parameters())
+    assert parameters <= 3_000_000
+
+
+@pytest.mark.parametrize(
+    "shape", [(2, 3, 28, 28), (2, 1, 32, 32), (2, 784)], ids=["channels", "size", "flat"]
+)
+def test_the_prior_rejects_wrong_shapes_with_one_line(shape):
+    prior = pa.load_prior("mnist")
+    with pytest.raises(PosteriaError, match=r"x_t must have shape \(B, 1, 28, 28\)"):
+        prior(torch.zeros(shape), 0.5)
+
+
+def test_the_prior_rejects_nan_and_times_outside_the_unit_interval():
+    prior = pa.load_prior("mnist")
+    with pytest.raises(PosteriaError, match="NaN"):
+        prior(torch.full((1, 1, 28, 28), float("nan")), 0.5)
+    with pytest.raises(PosteriaError, match=r"t must lie in \[0, 1\]"):
+        prior(torch.zeros(1, 1, 28, 28), 1.5)
+
+
+@torch.no_grad()
+def test_the_prior_denoises_held_out_digits_better_than_the_noisy_input():
+    """E[x | x_t] is the MMSE estimate: on held-out digits its error must be far below that of the
+    rescaled observation x_t / alpha_t (whose error is r_t^2 per pixel)."""
+    prior = pa.load_prior("mnist")
+    x, _ = mnist10k("test")
+    x = x[:32]
+    g = torch.Generator().manual_seed(0)
+    for t in (0.1, 0.3, 0.5):
+        alpha, sigma = prior.schedule(torch.tensor(t))
+        x_t = alpha * x + sigma * torch.randn(x.shape, generator=g)
+        mse_denoised = (prior(x_t, t) - x).square().mean()
+        mse_noisy = (x_t / alpha - x).square().mean()
+        assert mse_denoised < 0.25 * mse_noisy
+
+
+@torch.no_grad()
+def test_the_classifier_recognises_held_out_digits():
+    classifier = pa.load_classifier("mnist")
+    x, y = mnist10k("test")
+    accuracy = (classifier(x[:300]).argmax(1) == y[:300]).double().mean()
+    assert accuracy > 0.95
+
+
+def test_unknown_prior_names_list_the_shipped_ones():
+    with pytest.raises(PosteriaError, match="expected a shipped name \\(mnist"):
+        pa.load_prior("cifar")
+
+
+def method_operator_pairs() -> list[tuple[str, str]]:
+    from posteria.operators import OPERATORS, get_operator
+    from posteria.posterior import supported
+
+    return [(m, name) for name in OPERATORS for m in supported(get_operator(name, (1, 28, 28)))]
+
+
+@pytest.mark.parametrize(("method", "operator"), method_operator_pairs())
+def test_every_method_serves_every_compatible_operator_on_the_shipped_prior(one_thread, method, operator):
+    """A handful of steps on one held-out digit: finite samples of the right shape, reproducible."""
+    from posteria.operators import get_operator
+    from posteria.posterior import solve
+
+    prior = pa.load_prior("mnist")
+    op = get_operator(operator, (1, 28, 28), sigma_y=0.05)
+    y = op.measure(mnist10k("test")[0][:1], torch.Generator().manual_seed(0))
+    options = {"jump": 1, "resample": 2} if method == "repaint" else {}
+
+    def run() -> torch.Tensor:
+        g = torch.Generator().manual_seed(1)
+        return solve(prior, op, y, method, steps=3, n=2, generator=g, **options)
+
+    x = run()
+    assert x.shape == (1, 2, 1, 28, 28) and bool(torch.isfinite(x).all())
+    torch.testing.assert_close(run(), x, rtol=0, atol=0)
