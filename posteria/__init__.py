@@ -9,9 +9,10 @@ of inverse problems. The nouns: :class:`~posteria.noise.Schedule`, :class:`~post
 >>> x = pa.sample(prior, sampler="ddim", steps=50, n=16, generator=torch.Generator().manual_seed(0))
 """
 
-from posteria import noise, operators
+from posteria import noise, operators, posterior
 from posteria.denoisers import Denoiser
 from posteria.errors import PosteriaError
+from posteria.posterior import methods, solve
 from posteria.priors import load_classifier, load_prior
 from posteria.samplers import SAMPLERS, Sampler, get_sampler, sample
 
@@ -25,7 +26,10 @@ __all__ = [
     "get_sampler",
     "load_classifier",
     "load_prior",
+    "methods",
     "noise",
     "operators",
+    "posterior",
     "sample",
+    "solve",
 ]
