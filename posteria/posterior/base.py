@@ -27,6 +27,18 @@ from posteria.samplers.base import Sampler, check_count
 Builder = Callable[..., Sampler]
 
 
+def transition_builder(sampler_class: type[Sampler]) -> Builder:
+    """The :data:`Builder` of a transition method whose sampler is constructed as
+    ``sampler_class(denoiser, steps, operator, y, **options)`` (DDRM, DDNM, RePaint, DAPS, TDS, ...)."""
+
+    def build(
+        denoiser: Denoiser, operator: Operator, y: torch.Tensor, steps: int, **options: object
+    ) -> Sampler:
+        return sampler_class(denoiser, steps, operator, y, **options)
+
+    return build
+
+
 @dataclass(frozen=True)
 class Method:
     """A posterior sampling method.

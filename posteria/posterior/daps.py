@@ -13,7 +13,7 @@ import torch
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_positive
 from posteria.operators.base import Operator
-from posteria.posterior.base import Method, register
+from posteria.posterior.base import Method, register, transition_builder
 from posteria.posterior.ddnm import match
 from posteria.posterior.ddrm import gaussian_sigma_y
 from posteria.posterior.guidance import real_view
@@ -197,21 +197,13 @@ class DAPS(Sampler):
         return self._linear_norm2.to(x).expand(x.shape[0])
 
 
-def build_daps(
-    denoiser: Denoiser, operator: Operator, y: torch.Tensor, steps: int, **options: object
-) -> DAPS:
-    """The :class:`DAPS` sampler; options ``ode_steps``, ``langevin_steps``, ``step_size``, ``tau``,
-    ``spacing``, ``t_min``."""
-    return DAPS(denoiser, steps, operator, y, **options)
-
-
 register(
     Method(
         name="daps",
         summary="Decoupled annealing: ODE estimate of x0, Langevin on p(x0 | x_t, y), fresh re-noising",
         reference=REFERENCE,
         needs=("gaussian",),
-        build=build_daps,
+        build=transition_builder(DAPS),
         default_steps=100,
     )
 )

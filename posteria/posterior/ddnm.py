@@ -12,7 +12,7 @@ import torch
 from posteria import tweedie
 from posteria.denoisers.base import Denoiser
 from posteria.operators.base import LinearOperator
-from posteria.posterior.base import Method, register
+from posteria.posterior.base import Method, register, transition_builder
 from posteria.posterior.ddrm import Spectral, check_unit, gaussian_sigma_y
 from posteria.samplers.base import Noise
 from posteria.samplers.ddim import DDIM
@@ -141,20 +141,6 @@ class DDNM(DDIM):
         return self.spectral.svd.V(std * self.spectral.svd.Vt(z))
 
 
-def build_replacement(
-    denoiser: Denoiser, operator: LinearOperator, y: torch.Tensor, steps: int, **options: object
-) -> Replacement:
-    """The :class:`Replacement` sampler; options ``eta`` (1: DDPM), ``weight``, ``spacing``, ``t_min``."""
-    return Replacement(denoiser, steps, operator, y, **options)
-
-
-def build_ddnm(
-    denoiser: Denoiser, operator: LinearOperator, y: torch.Tensor, steps: int, **options: object
-) -> DDNM:
-    """The :class:`DDNM` sampler (DDNM+ when ``sigma_y > 0``); options ``eta``, ``spacing``, ``t_min``."""
-    return DDNM(denoiser, steps, operator, y, **options)
-
-
 register(
     Method(
         name="replacement",
@@ -162,7 +148,7 @@ register(
         reference="Song, Shen, Xing & Ermon (2022), Solving inverse problems in medical imaging with "
         "score-based generative models, ICLR",
         needs=("linear",),
-        build=build_replacement,
+        build=transition_builder(Replacement),
         default_steps=1000,
     )
 )
@@ -173,7 +159,7 @@ register(
         reference="Wang, Yu & Zhang (2023), Zero-shot image restoration using denoising diffusion null-space "
         "model, ICLR",
         needs=("linear",),
-        build=build_ddnm,
+        build=transition_builder(DDNM),
         default_steps=100,
     )
 )

@@ -18,7 +18,7 @@ from posteria.errors import PosteriaError
 from posteria.operators.base import Operator
 from posteria.operators.noise_models import GaussianNoise
 from posteria.operators.svd import ImplicitSVD
-from posteria.posterior.base import Method, register
+from posteria.posterior.base import Method, register, transition_builder
 from posteria.samplers.base import Noise, Sampler
 
 
@@ -133,21 +133,13 @@ class DDRM(Sampler):
         return torch.where(sp.measured.to(u_t.device), measured, unmeasured)
 
 
-def build_ddrm(
-    denoiser: Denoiser, operator: Operator, y: torch.Tensor, steps: int, **options: object
-) -> DDRM:
-    """The :class:`DDRM` sampler for ``y`` (N, *measurement); options ``eta``, ``eta_b``, ``spacing``,
-    ``t_min``."""
-    return DDRM(denoiser, steps, operator, y, **options)
-
-
 register(
     Method(
         name="ddrm",
         summary="Denoising diffusion restoration: DDIM in the SVD basis of A, conditioned per singular value",
         reference="Kawar, Elad, Ermon & Song (2022), Denoising diffusion restoration models, NeurIPS",
         needs=("linear", "svd", "gaussian"),
-        build=build_ddrm,
+        build=transition_builder(DDRM),
         default_steps=20,
     )
 )

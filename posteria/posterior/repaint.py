@@ -8,7 +8,7 @@ import torch
 
 from posteria.denoisers.base import Denoiser
 from posteria.operators.mask import Mask
-from posteria.posterior.base import Method, register
+from posteria.posterior.base import Method, register, transition_builder
 from posteria.posterior.ddnm import Replacement
 from posteria.samplers.base import Noise, check_count
 
@@ -80,13 +80,6 @@ class RePaint(Replacement):
         return decay * x_t + std * noise.randn(tuple(x_t.shape[1:]), like=x_t)
 
 
-def build_repaint(
-    denoiser: Denoiser, operator: Mask, y: torch.Tensor, steps: int, **options: object
-) -> RePaint:
-    """The :class:`RePaint` sampler; options ``jump``, ``resample``, ``weight``, ``spacing``, ``t_min``."""
-    return RePaint(denoiser, steps, operator, y, **options)
-
-
 register(
     Method(
         name="repaint",
@@ -94,7 +87,7 @@ register(
         reference="Lugmayr et al. (2022), RePaint: inpainting using denoising diffusion probabilistic "
         "models, CVPR",
         needs=("mask",),
-        build=build_repaint,
+        build=transition_builder(RePaint),
         default_steps=250,
     )
 )

@@ -14,7 +14,7 @@ import torch
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError
 from posteria.operators.base import Operator
-from posteria.posterior.base import Method, register
+from posteria.posterior.base import Method, register, transition_builder
 from posteria.posterior.daps import jacobian_norm2, start_vector
 from posteria.posterior.ddnm import match
 from posteria.posterior.ddrm import check_unit, gaussian_sigma_y
@@ -218,18 +218,13 @@ class TDS(DDIM):
         return self._norm2
 
 
-def build_tds(denoiser: Denoiser, operator: Operator, y: torch.Tensor, steps: int, **options: object) -> TDS:
-    """The :class:`TDS` sampler; options ``particles``, ``ess_threshold``, ``spacing``, ``t_min``."""
-    return TDS(denoiser, steps, operator, y, **options)
-
-
 register(
     Method(
         name="tds",
         summary="Twisted diffusion sampler: SMC over the n copies of a measurement, twisted DDPM proposals",
         reference=REFERENCE,
         needs=("gaussian",),
-        build=build_tds,
+        build=transition_builder(TDS),
         default_steps=100,
     )
 )
