@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import BatchNoise
 
 from posteria.denoisers.gaussian import GaussianDenoiser
 from posteria.errors import PosteriaError
@@ -37,20 +38,6 @@ def float64(one_thread: None) -> Iterator[None]:
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(dtype)
-
-
-class BatchNoise:
-    """One generator for the whole batch, drawn in float32: fast for large-n statistics. Per-sample noise
-    (batch-independent results) is checked in :func:`test_measurements_do_not_interact`."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.generator = n, torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def randn(self, event_shape: tuple[int, ...], like: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.randn((self.n, *event_shape), generator=self.generator, dtype=torch.float32).to(like)
 
 
 def problem(sigma_y: float, seed: int = 0) -> SimpleNamespace:

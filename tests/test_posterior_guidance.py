@@ -17,6 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import BatchNoise
 
 from posteria.denoisers.gaussian import GaussianDenoiser
 from posteria.errors import PosteriaError
@@ -41,20 +42,6 @@ def float64(one_thread: None) -> Iterator[None]:
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(dtype)
-
-
-class BatchNoise:
-    """One generator for the whole batch, drawn in float32 whatever the working dtype (so float32 and
-    float64 runs see the same noise): for large-n statistics, where per-sample generators are slow."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.generator = n, torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def randn(self, event_shape: tuple[int, ...], like: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.randn((self.n, *event_shape), generator=self.generator, dtype=torch.float32).to(like)
 
 
 def problem(sigma_y: float = 0.1, dtype: torch.dtype = torch.float64, unit: bool = False) -> SimpleNamespace:

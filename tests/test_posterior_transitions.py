@@ -20,6 +20,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import BatchNoise
 
 from posteria.denoisers.base import Denoiser
 from posteria.denoisers.gaussian import GaussianDenoiser
@@ -55,20 +56,6 @@ def float64(one_thread: None) -> Iterator[None]:
     torch.set_default_dtype(torch.float64)
     yield
     torch.set_default_dtype(dtype)
-
-
-class BatchNoise:
-    """One generator for the whole batch, drawn in float32: fast for the large-n statistics. Per-sample
-    noise (batch-independent results) is tested in :func:`test_samples_do_not_depend_on_batch`."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.generator = n, torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def randn(self, event_shape: tuple[int, ...], like: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.randn((self.n, *event_shape), generator=self.generator, dtype=torch.float32).to(like)
 
 
 class ShiftedTime(Denoiser):

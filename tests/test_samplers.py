@@ -15,6 +15,7 @@ import math
 
 import pytest
 import torch
+from helpers import BatchNoise
 
 from posteria.denoisers.base import Denoiser
 from posteria.denoisers.gaussian import GaussianDenoiser
@@ -37,21 +38,6 @@ def float64_one_thread():
     yield
     torch.set_default_dtype(dtype)
     torch.set_num_threads(threads)
-
-
-class BatchNoise:
-    """One generator for the whole batch, drawn in float32 (8x faster than float64 on CPU): for the
-    large-n statistical checks only. The samplers' default PerSampleNoise draws sample by sample,
-    which is what makes results batch-independent, and costs O(n) Python calls per step."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.generator = n, torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def randn(self, event_shape: tuple[int, ...], like: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.randn((self.n, *event_shape), generator=self.generator, dtype=torch.float32).to(like)
 
 
 class ShiftedTime(Denoiser):
