@@ -1,4 +1,4 @@
-"""Shipped priors and classifiers: safetensors weights plus a JSON card, loaded without any download.
+"""Shipped priors, classifiers and regression networks: safetensors weights and a JSON card, no download.
 
 A prior folder holds ``weights.safetensors`` (the EMA weights of the backbone) and ``card.json``::
 
@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from posteria.classical.regression import MaskedRegressor
 from posteria.data import load_dataset
 from posteria.denoisers.parameterisation import ParameterisedDenoiser, parameterise
 from posteria.errors import PosteriaError
-from posteria.nn import ClassifierConfig, DigitClassifier, build_backbone
+from posteria.nn import ClassifierConfig, DigitClassifier, UNetConfig, build_backbone
 from posteria.noise import get_schedule
 from posteria.train.checkpoint import read_state, save_json, save_tensors
 
@@ -82,6 +83,16 @@ def load_classifier(name_or_path: str | Path = "mnist") -> DigitClassifier:
     folder = _resolve(name_or_path, "classifiers")
     card = json.loads((folder / "card.json").read_text())
     model = DigitClassifier(ClassifierConfig.from_dict(card["config"]))
+    model.load_state_dict(load_file(folder / "weights.safetensors"))
+    model.card = card
+    return model.eval().requires_grad_(False)
+
+
+def load_regressor(name_or_path: str | Path = "mnist") -> MaskedRegressor:
+    """A shipped masked regression network (the ``regression`` baseline) by name or folder, eval mode."""
+    folder = _resolve(name_or_path, "regressors")
+    card = json.loads((folder / "card.json").read_text())
+    model = MaskedRegressor(UNetConfig.from_dict(card["config"]))
     model.load_state_dict(load_file(folder / "weights.safetensors"))
     model.card = card
     return model.eval().requires_grad_(False)

@@ -66,6 +66,7 @@ class UNetConfig(ArchitectureConfig):
     """Architecture of :class:`UNet`; stored in checkpoints and prior cards."""
 
     in_channels: int = 1
+    out_channels: int | None = None  # None: as many as in_channels (a denoiser)
     channels: int = 32
     multipliers: tuple[int, ...] = (1, 2, 2)
     blocks_per_level: int = 2
@@ -108,7 +109,9 @@ class UNet(nn.Module):
             c_ins = [(c if j == 0 else w) + skips.pop() for j in range(n)]
             self.up.append(self._level(c_ins, w, i))
             c = w
-        self.head = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, cfg.in_channels, 3, padding=1))
+        self.head = nn.Sequential(
+            _norm(c), nn.SiLU(), nn.Conv2d(c, cfg.out_channels or cfg.in_channels, 3, padding=1)
+        )
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 

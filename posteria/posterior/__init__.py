@@ -34,3 +34,7 @@ from posteria.posterior import ddnm, ddrm, repaint  # noqa: E402, F401
 # isort: split
 # DAPS and TDS: transition methods for any operator with Gaussian noise, nonlinear ones included.
 from posteria.posterior import daps, tds  # noqa: E402, F401
+
+# isort: split
+# Classical baselines register point-estimate methods with the same call shape.
+from posteria import classical  # noqa: E402, F401

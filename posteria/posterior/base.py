@@ -4,27 +4,41 @@ A method is registered as a :class:`Method`: a name, the operator capabilities i
 ``build`` function that returns a :class:`~posteria.samplers.Sampler` configured for a batch of
 measurements. Guidance methods (DPS, PiGDM, MMPS) build an ordinary sampler around a conditional
 denoiser ``E[x | x_t, y]``; transition methods (DDRM, DDNM, RePaint, DAPS, TDS) are sampler
-subclasses. ``solve`` validates the inputs once, repeats each measurement ``n`` times and runs it.
+subclasses. Classical baselines (``posteria.classical``) register point estimates with the same call
+shape, several of them without a prior. ``solve`` validates the inputs once, repeats each measurement
+``n`` times and runs it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_choice
 from posteria.operators.base import Operator
+from posteria.operators.identity import Identity
 from posteria.operators.mask import Mask
 from posteria.operators.noise_models import GaussianNoise
 from posteria.random import PerSampleNoise
-from posteria.samplers.base import Sampler, check_count
+from posteria.samplers.base import Noise, Sampler, check_count
 
-#: ``build(denoiser, operator, y, steps, **options) -> Sampler`` for ``y`` of shape (N, *measurement);
-#: the sampler is then run on N samples, sample i conditioned on ``y[i]``.
-Builder = Callable[..., Sampler]
+
+class Runner(Protocol):
+    """What a method builds: a :class:`~posteria.samplers.Sampler`, or a classical baseline's
+    :class:`~posteria.classical.estimate.PointEstimate`; ``nfe`` is its cost in denoiser calls."""
+
+    nfe: int
+
+    def __call__(self, x_or_shape: Sequence[int], *, noise: Noise, progress: bool) -> torch.Tensor: ...
+
+
+#: ``build(denoiser, operator, y, steps, **options) -> Runner`` for ``y`` of shape (N, *measurement);
+#: the runner is then run on N samples, sample i conditioned on ``y[i]``.
+Builder = Callable[..., Runner]
 
 
 def transition_builder(sampler_class: type[Sampler]) -> Builder:
@@ -49,7 +63,9 @@ class Method:
         reference: the paper.
         needs: operator capabilities it requires, from :data:`CAPABILITIES`.
         build: makes the sampler (see :data:`Builder`).
-        default_steps: the step count of the method's paper.
+        default_steps: the step count of the method's paper (iterations for a classical baseline).
+        prior: whether it uses the denoiser (classical baselines may not: ``solve(None, ...)``).
+        point: whether it returns one point estimate per measurement rather than samples.
     """
 
     name: str
@@ -58,6 +74,8 @@ class Method:
     needs: tuple[str, ...]
     build: Builder
     default_steps: int = 100
+    prior: bool = True
+    point: bool = False
 
 
 #: What an operator can offer a method.
@@ -65,6 +83,8 @@ CAPABILITIES = {
     "linear": "a linear A with an adjoint",
     "svd": "an implicit SVD",
     "mask": "a pixel mask (inpainting)",
+    "entries": "observations of entries of x (identity or mask)",
+    "image": "an image-shaped signal (..., H, W)",
     "gaussian": "Gaussian measurement noise",
 }
 
@@ -82,13 +102,15 @@ def register(method: Method) -> Method:
 
 def capabilities(operator: Operator) -> set[str]:
     """The capabilities (keys of :data:`CAPABILITIES`) that ``operator`` offers."""
-    caps = set()
+    caps = {"image"} if len(operator.event_shape) >= 2 else set()
     if operator.linear:
         caps.add("linear")
         if getattr(operator, "svd", None) is not None:
             caps.add("svd")
     if isinstance(operator, Mask):
-        caps.add("mask")
+        caps.update(("mask", "entries"))
+    if isinstance(operator, Identity):
+        caps.add("entries")
     if isinstance(operator.noise, GaussianNoise):
         caps.add("gaussian")
     return caps
@@ -122,27 +144,32 @@ def methods() -> list[dict[str, object]]:
             "reference": m.reference,
             "needs": list(m.needs),
             "default_steps": m.default_steps,
+            "prior": m.prior,
+            "point": m.point,
         }  # fmt: skip
         for m in sorted(METHODS.values(), key=lambda m: m.name)
     ]
 
 
 def prepare(
-    denoiser: Denoiser,
+    denoiser: Denoiser | None,
     operator: Operator,
     y: torch.Tensor,
     method: str = "mmps",
     steps: int | None = None,
     n: int = 1,
     **options: object,
-) -> Sampler:
+) -> Runner:
     """Validate the inputs of :func:`solve` and build its sampler for ``y`` repeated ``n`` times
     (measurement ``i`` serves samples ``i * n`` to ``i * n + n - 1``); its ``nfe`` says the cost."""
     chosen = check_method(method, operator)
     operator.check_measurement(y)
-    if denoiser.event_shape is not None and tuple(denoiser.event_shape) != operator.event_shape:
+    if denoiser is None and chosen.prior:
+        raise PosteriaError(f"method {method!r} needs a prior (a denoiser), got None")
+    event_shape = None if denoiser is None else denoiser.event_shape
+    if event_shape is not None and tuple(event_shape) != operator.event_shape:
         raise PosteriaError(
-            f"the prior's samples have shape {tuple(denoiser.event_shape)} but the operator expects "
+            f"the prior's samples have shape {tuple(event_shape)} but the operator expects "
             f"{operator.event_shape}"
         )
     n = check_count("n", n)
@@ -151,7 +178,7 @@ def prepare(
 
 
 def solve(
-    denoiser: Denoiser,
+    denoiser: Denoiser | None,
     operator: Operator,
     y: torch.Tensor,
     method: str = "mmps",
@@ -164,7 +191,8 @@ def solve(
     """Draw ``n`` posterior samples of ``x`` given each measurement in ``y``.
 
     Args:
-        denoiser: the prior, ``E[x | x_t]``; its event shape must match the operator's.
+        denoiser: the prior, ``E[x | x_t]``; its event shape must match the operator's. None for the
+            classical baselines that use no prior (``Method.prior`` is False).
         operator: the measurement model ``y = A(x) + w``.
         y: measurements, (B, *operator.measurement_shape).
         method: a key of :data:`METHODS` (see :func:`methods`).
@@ -181,7 +209,7 @@ def solve(
 
 
 def run_prepared(
-    sampler: Sampler,
+    sampler: Runner,
     batch: int,
     n: int,
     event_shape: tuple[int, ...],

@@ -1,0 +1,224 @@
+"""``posteria bench restore``: every method on the six restoration tasks of held-out digits.
+
+For each task (box and random inpainting, SR x4, Gaussian deblurring, compressed sensing at 25%, MRI x4)
+the same test digits are measured once at ``sigma_y`` and restored by every method that serves the
+operator (posterior samplers at ``steps`` steps, DPS also at ``reference_steps``, classical baselines
+at their defaults) and, where azula is installed, by azula's DPS, MMPS and TDS on the same network.
+Each row gives PSNR and SSIM of the samples, data consistency, NFE, VJPs, seconds per image, and the
+time per network call against the network's own cost (``overhead``); azula rows give ours / theirs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from posteria.bench.peers import AZULA_METHODS, azula_version, run_azula
+from posteria.bench.timing import best_of
+from posteria.data import load_dataset
+from posteria.denoisers.base import Denoiser
+from posteria.errors import PosteriaError
+from posteria.metrics.image import consistency, psnr, ssim
+from posteria.operators import get_operator
+from posteria.operators.base import Operator
+from posteria.posterior import METHODS, supported
+from posteria.priors import load_prior
+from posteria.report.figures import image_rows, plt, save_figure
+from posteria.restore import measure, restore
+from posteria.tensors import batch_times
+
+#: The benchmark tasks of issue 3, as operator registry names.
+TASKS = ("inpaint-box", "inpaint-random", "sr4", "blur-gauss", "cs25", "mri4")
+
+
+@dataclass
+class RestoreBench:
+    """What ``posteria bench restore`` runs: ``digits`` test digits per task, ``n`` samples each (TDS:
+    ``particles``), posterior samplers at ``steps``, DPS also at ``reference_steps``."""
+
+    prior: str = "mnist"
+    tasks: tuple[str, ...] = TASKS
+    methods: tuple[str, ...] | None = None
+    digits: int = 16
+    n: int = 1
+    particles: int = 4
+    steps: int = 100
+    reference_steps: int = 1000
+    sigma_y: float = 0.05
+    seed: int = 0
+    peers: bool = True
+
+
+@dataclass
+class NetworkCost:
+    """Seconds of one denoiser forward, and of one vector-Jacobian product (backward), per batch."""
+
+    forward: float
+    vjp: float
+
+    @classmethod
+    def measure(cls, prior: Denoiser, batch: int) -> NetworkCost:
+        x = torch.randn(batch, *prior.event_shape)
+        t = batch_times(0.5, x)
+        forward = best_of(lambda: prior(x, t), repeats=5)
+
+        def forward_backward() -> None:
+            with torch.enable_grad():
+                x_ = x.clone().requires_grad_(True)
+                torch.autograd.grad(prior(x_, t), x_, x)
+
+        return cls(forward, max(best_of(forward_backward, repeats=5) - forward, 0.0))
+
+    def seconds(self, nfe: int, vjps: int) -> float:
+        """What ``nfe`` calls and ``vjps`` VJPs cost the bare network."""
+        return nfe * self.forward + vjps * self.vjp
+
+
+def score(
+    label: str, library: str, operator: Operator, y: torch.Tensor, truth: torch.Tensor, samples: torch.Tensor
+) -> dict[str, object]:
+    """PSNR, SSIM and consistency of samples (B, n, *event) of measurements y (B, ...)."""
+    n = samples.shape[1]
+    flat = samples.flatten(0, 1)
+    truth_rep = truth.repeat_interleave(n, dim=0)
+    return {
+        "method": label,
+        "library": library,
+        "psnr": float(psnr(flat, truth_rep).mean()),
+        "ssim": float(ssim(flat, truth_rep).mean()),
+        "consistency": float(consistency(operator, flat, y.repeat_interleave(n, dim=0)).mean()),
+    }
+
+
+def timing(seconds: float, images: int, nfe: int, vjps: int, cost: NetworkCost) -> dict[str, object]:
+    """NFE, VJPs, seconds per image and ``overhead`` = seconds / the bare network's cost of the run."""
+    bare = cost.seconds(nfe, vjps)
+    return {"nfe": nfe, "vjps": vjps, "s_per_image": seconds / images,
+            "overhead": seconds / bare if bare > 0 else None}  # fmt: skip
+
+
+def our_runs(operator: Operator, spec: RestoreBench) -> list[tuple[str, int, int]]:
+    """(method, steps, samples per measurement) of every method serving ``operator``."""
+    names = [m for m in supported(operator) if spec.methods is None or m in spec.methods]
+    runs = []
+    for name in names:
+        steps = METHODS[name].default_steps if METHODS[name].point else spec.steps
+        runs.append((name, steps, spec.particles if name == "tds" else spec.n))
+    if "dps" in names and spec.reference_steps != spec.steps:
+        runs.append(("dps", spec.reference_steps, spec.n))
+    return runs
+
+
+def run_task(
+    task: str, prior: Denoiser, x: torch.Tensor, spec: RestoreBench, cost: dict
+) -> tuple[list, dict]:
+    """Rows of one task and the first sample of every run (for the figure)."""
+    operator = get_operator(task, tuple(x.shape[1:]), spec.sigma_y, torch.Generator().manual_seed(spec.seed))
+    y = measure(operator, x, spec.seed)
+    rows, shown = [], {}
+    for name, steps, n in tqdm(our_runs(operator, spec), desc=task, leave=False):
+        res = restore(prior, operator, y, name, steps, n, spec.seed)
+        label = f"{name}-{steps}" if not METHODS[name].point else name
+        row = {"task": task, **score(label, "posteria", operator, y, x, res.samples)}
+        rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, cost[n]))
+        shown[label] = res.samples[:, 0]
+    if spec.peers and azula_version() is not None:
+        rows += peer_rows(task, prior, operator, y, x, spec, cost, rows)
+    return rows, shown
+
+
+def peer_rows(
+    task: str, prior: Denoiser, operator: Operator, y: torch.Tensor, x: torch.Tensor, spec: RestoreBench,
+    cost: dict, ours: list[dict],
+) -> list[dict]:  # fmt: skip
+    """azula's runs of the methods it shares with us, with ``ours_over_theirs`` wall time."""
+    rows = []
+    for name in [m for m in AZULA_METHODS if m in supported(operator)]:
+        n = spec.particles if name == "tds" else spec.n
+        label = f"{name}-{spec.steps}"
+        try:
+            run = run_azula(name, prior, operator, y, spec.steps, n, spec.seed)
+        except PosteriaError as e:  # our denoiser refuses NaN input: azula's iterates blew up
+            rows.append({"task": task, "method": label, "library": "azula", "note": f"failed: {e}"})
+            continue
+        row = {"task": task, **score(label, "azula", operator, y, x, run.samples)}
+        row |= timing(run.seconds, x.shape[0], run.nfe, run.vjps, cost[n])
+        mine = next(r for r in ours if r["method"] == label)
+        mine["ours_over_theirs"] = row["ours_over_theirs"] = mine["s_per_image"] / row["s_per_image"]
+        rows.append(row)
+    return rows
+
+
+def run_restore(spec: RestoreBench, progress: bool = True) -> tuple[list[dict], dict[str, dict]]:
+    """All rows, and per task the images to show: the truth and the first sample of every run."""
+    prior = load_prior(spec.prior)
+    x = load_dataset(prior.card["data"], "test")[0][: spec.digits]
+    sizes = {spec.n, spec.particles}
+    cost = {n: NetworkCost.measure(prior, spec.digits * n) for n in sizes}
+    rows, shown = [], {}
+    for task in tqdm(spec.tasks, desc="tasks", disable=not progress):
+        task_rows, shown[task] = run_task(task, prior, x, spec, cost)
+        shown[task] = {"truth": x, **shown[task]}
+        rows += task_rows
+    return rows, shown
+
+
+def targets(rows: list[dict], budget: int = 100) -> list[dict]:
+    """Per task: DPS at its largest NFE against the best of MMPS and DDRM at <= ``budget`` NFE (PSNR)."""
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        ours = [r for r in rows if r["task"] == task and r["library"] == "posteria"]
+        dps = max((r for r in ours if r["method"].startswith("dps-") and "squared" not in r["method"]),
+                  key=lambda r: r["nfe"], default=None)  # fmt: skip
+        fast = [r for r in ours if r["method"].split("-")[0] in ("mmps", "ddrm") and r["nfe"] <= budget]
+        if dps is None or not fast:
+            continue
+        best = max(fast, key=lambda r: r["psnr"])
+        out.append({"task": task, "dps": dps["method"], "dps_psnr": dps["psnr"], "best": best["method"],
+                    "best_psnr": best["psnr"], "met": best["psnr"] > dps["psnr"]})  # fmt: skip
+    return out
+
+
+def plot_psnr(rows: list[dict], path: Path) -> Path:
+    """PSNR against NFE per task (log NFE; classical baselines at NFE 1), azula as open markers."""
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.4), squeeze=False)
+    for ax, task in zip(axes[0], tasks, strict=True):
+        for r in (r for r in rows if r["task"] == task and r.get("psnr") is not None):
+            ours, point = r["library"] == "posteria", (max(r["nfe"], 1), r["psnr"])
+            style = {"color": "C0"} if ours else {"facecolors": "none", "edgecolors": "C3", "marker": "s"}
+            ax.scatter(*point, **style)
+            ax.annotate(r["method"] + ("" if ours else " (azula)"), point, fontsize=6)
+        ax.set_xscale("log")
+        ax.set_title(task, fontsize=9)
+        ax.set_xlabel("NFE per sample")
+    axes[0][0].set_ylabel("PSNR (dB)")
+    return save_figure(fig, path)
+
+
+def plot_task(shown: dict[str, torch.Tensor], path: Path, columns: int = 6) -> Path:
+    """One row per method (the first ``columns`` digits), the truth on top."""
+    return image_rows({k: v[:columns] for k, v in shown.items()}, path)
+
+
+def report(rows: list[dict], spec: RestoreBench) -> tuple[str, str]:
+    """The JSON (machine, settings, rows, targets) and the Markdown of a run."""
+    import json
+    from dataclasses import asdict
+
+    from posteria.report.markdown import machine, machine_line, table
+
+    goals = targets(rows)
+    peers = f"azula {azula_version()}" if azula_version() else "azula not installed"
+    settings = ", ".join(f"{k}={v}" for k, v in asdict(spec).items() if k not in ("tasks", "methods"))
+    text = json.dumps({"machine": machine(), "settings": asdict(spec), "peers": peers, "results": rows,
+                       "targets": goals}, indent=2)  # fmt: skip
+    markdown = (
+        f"## Restoration ({settings}; {peers})\n\n{table(rows)}\n\n"
+        f"### MMPS / DDRM at <= 100 NFE against DPS at its largest NFE (PSNR)\n\n{table(goals)}\n\n"
+        f"{machine_line()}\n"
+    )
+    return text, markdown

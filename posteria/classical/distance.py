@@ -1,0 +1,74 @@
+"""MAP estimation by gradient descent with a distance function to the data's support.
+
+    x = argmin_x  1/2 ||y - A x||^2 + (lambda / 2) d(x, S)^2,      grad d(x, S)^2 / 2 = x - P_S(x),
+
+where ``P_S`` is the projection onto the support ``S`` of the data (a union of subspaces, a manifold).
+When ``P_S`` is known it is passed as ``project``; otherwise the prior's denoiser stands in for it:
+at a small noise level ``E[x_0 | x_t = alpha_t x]`` moves ``x`` onto the support (Tweedie's formula,
+``x + sigma^2 grad log p_sigma(x)``), the regularisation-by-denoising view of Romano, Elad and Milanfar
+(2017). The noise level is annealed geometrically from ``sigma_max`` to ``sigma_min`` so that the
+first steps see a smooth landscape and the last a sharp one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from posteria.classical.estimate import register_estimate
+from posteria.classical.linear import tikhonov
+from posteria.classical.tv import lipschitz
+from posteria.denoisers.base import Denoiser
+from posteria.errors import check_positive
+from posteria.operators.base import LinearOperator
+from posteria.tensors import batch_times
+
+
+def denoiser_projection(denoiser: Denoiser, sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``P(x) = E[x_0 | x_t = alpha_t x]`` at the time ``t`` where ``sigma_t / alpha_t = sigma``."""
+    t = float(denoiser.schedule.time_of_ratio(torch.tensor(sigma, dtype=torch.float64)))
+    alpha = float(denoiser.schedule(torch.tensor(t, dtype=torch.float64))[0])
+    return lambda x: denoiser(alpha * x, batch_times(t, x))
+
+
+def map_distance(
+    denoiser: Denoiser | None,
+    operator: LinearOperator,
+    y: torch.Tensor,
+    steps: int,
+    weight: float = 1.0,
+    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    sigma_max: float = 1.0,
+    sigma_min: float = 0.02,
+) -> torch.Tensor:
+    """``steps`` gradient steps ``x <- x - eta (A^T (A x - y) + lambda (x - P(x)))`` from the Tikhonov
+    estimate.
+
+    ``eta = 1 / (||A||^2 + lambda)`` (the gradient's Lipschitz constant when ``P`` is a projection onto
+    a subspace). ``P`` is ``project`` if given, else :func:`denoiser_projection` at noise levels going
+    geometrically from ``sigma_max`` to ``sigma_min``; ``weight`` is ``lambda``. Each step calls the
+    denoiser once (NFE = steps). Defaults: of ``lambda in {1, 3}`` x ``sigma_max in {0.5, 1, 2}`` at 50
+    steps on 16 training digits, ``lambda = 1, sigma_max = 1`` was best or within 0.6 dB of the best on
+    five of the six benchmark tasks at ``sigma_y = 0.05`` (compressed sensing prefers ``lambda = 3``).
+    """
+    lam = check_positive("weight", weight)
+    lo, hi = check_positive("sigma_min", sigma_min), check_positive("sigma_max", sigma_max)
+    x = tikhonov(denoiser, operator, y, steps)  # not A^+ y, which amplifies noise where s is small
+    eta = 1 / (lipschitz(operator, x) + lam)
+    sigmas = torch.logspace(torch.log10(torch.tensor(hi)), torch.log10(torch.tensor(lo)), steps)
+    for sigma in sigmas.tolist():
+        projection = project if project is not None else denoiser_projection(denoiser, sigma)
+        x = x - eta * (operator.adjoint(operator(x) - y) + lam * (x - projection(x)))
+    return x
+
+
+register_estimate(
+    map_distance,
+    "map-distance",
+    "MAP by gradient descent on 1/2||y - Ax||^2 + lambda/2 d(x, S)^2, d from a projection or the prior",
+    "Romano, Elad and Milanfar (2017)",
+    ("linear",),
+    default_steps=100,
+    prior=True,
+)

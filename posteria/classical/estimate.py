@@ -1,0 +1,78 @@
+"""Classical baselines run where ``solve`` runs a sampler: a deterministic estimate per measurement.
+
+An :data:`Estimate` is a function ``estimate(denoiser, operator, y, steps, **options) -> x`` with ``y``
+of shape (N, *measurement) and ``x`` of shape (N, *event); ``steps`` is its iteration count. Wrapped
+in :class:`PointEstimate` it has the interface of a :class:`~posteria.samplers.Sampler` (``nfe``,
+``__call__(shape, noise=...)``), so ``solve``, ``restore``, the CLI and the benchmarks treat a
+baseline exactly as a posterior method: its ``n`` "samples" of a measurement are all the same point.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+
+import torch
+
+from posteria.denoisers.base import Denoiser
+from posteria.errors import PosteriaError
+from posteria.operators.base import Operator
+from posteria.posterior.base import Method, register
+from posteria.samplers.base import batch_shape
+
+Estimate = Callable[..., torch.Tensor]
+
+
+class PointEstimate:
+    """A deterministic estimator with a sampler's interface; ``nfe`` counts prior (denoiser) calls."""
+
+    vjps = 0
+
+    def __init__(self, estimate: Callable[[], torch.Tensor], nfe: int = 0) -> None:
+        self.estimate = estimate
+        self.nfe = nfe
+
+    def __call__(self, x_or_shape: torch.Tensor | Sequence[int], **ignored: object) -> torch.Tensor:
+        """The estimate (n, *event), whatever the noise: the shape of ``x_or_shape`` is only checked."""
+        shape = batch_shape(x_or_shape)
+        with torch.no_grad():
+            x = self.estimate()
+        if tuple(x.shape) != shape:
+            raise PosteriaError(f"the estimate has shape {tuple(x.shape)} but {shape} was asked for")
+        return x
+
+    def __repr__(self) -> str:
+        return f"PointEstimate(nfe={self.nfe})"
+
+
+def check_options(estimate: Estimate, options: dict[str, object]) -> None:
+    """One line naming the options that ``estimate`` does not take, and those it does."""
+    accepted = list(inspect.signature(estimate).parameters)[4:]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise PosteriaError(
+            f"unknown option(s) for {estimate.__name__}: {', '.join(unknown)}; "
+            f"it takes: {', '.join(accepted) or 'none'}"
+        )
+
+
+def register_estimate(
+    estimate: Estimate,
+    name: str,
+    summary: str,
+    reference: str,
+    needs: tuple[str, ...],
+    default_steps: int,
+    prior: bool = False,
+) -> Method:
+    """Register ``estimate`` as method ``name``; with ``prior`` it calls the denoiser once per step."""
+
+    def build(
+        denoiser: Denoiser | None, operator: Operator, y: torch.Tensor, steps: int, **options: object
+    ) -> PointEstimate:
+        check_options(estimate, options)
+        run = lambda: estimate(denoiser, operator, y, steps, **options)  # noqa: E731
+        return PointEstimate(run, nfe=steps if prior else 0)
+
+    method = Method(name, summary, reference, needs, build, default_steps, prior=prior, point=True)
+    return register(method)

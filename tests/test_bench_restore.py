@@ -1,0 +1,101 @@
+"""``posteria bench restore`` on the tiny 8x8 prior: every row scored, the targets table, bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from posteria.bench.restore import RestoreBench, our_runs, report, run_restore, targets
+from posteria.cli import app
+from posteria.operators import get_operator
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def tiny_bench(folder: str, **kw: object) -> RestoreBench:
+    methods = ("dps", "ddrm", "tikhonov", "tds")
+    settings = {"prior": folder, "tasks": ("inpaint-box", "mri4"), "digits": 2, "steps": 2,
+                "reference_steps": 3, "peers": False, "methods": methods}  # fmt: skip
+    return RestoreBench(**(settings | kw))
+
+
+def test_every_run_is_scored_with_psnr_timing_and_overhead(tiny_prior):
+    spec = tiny_bench(str(tiny_prior.folder))
+    rows, shown = run_restore(spec, progress=False)
+    labels = {(r["task"], r["method"]) for r in rows}
+    assert labels == {(t, m) for t in spec.tasks for m in ("dps-2", "dps-3", "ddrm-2", "tikhonov", "tds-2")}
+    for row in rows:
+        assert math.isfinite(row["psnr"]) and 0 <= row["ssim"] <= 1 and row["consistency"] >= 0
+        assert row["s_per_image"] > 0
+        assert (row["overhead"] is None) == (row["method"] == "tikhonov")
+    assert {r["nfe"] for r in rows if r["method"] == "dps-3"} == {3}
+    assert set(shown["mri4"]) == {"truth", "dps-2", "dps-3", "ddrm-2", "tikhonov", "tds-2"}
+    assert shown["mri4"]["tds-2"].shape == (2, 1, 8, 8)
+
+
+def test_tds_runs_with_its_particles_and_dps_gets_a_reference_run():
+    spec = RestoreBench(methods=("dps", "tds", "fista-tv"), steps=50, reference_steps=500, particles=3)
+    runs = our_runs(get_operator("sr2", (1, 8, 8), 0.05), spec)
+    assert runs == [("dps", 50, 1), ("fista-tv", 300, 1), ("tds", 50, 3), ("dps", 500, 1)]
+
+
+def test_targets_compare_the_best_fast_method_with_the_largest_dps_run():
+    rows = [
+        {"task": "a", "library": "posteria", "method": "dps-1000", "nfe": 1000, "psnr": 20.0},
+        {"task": "a", "library": "posteria", "method": "dps-100", "nfe": 100, "psnr": 25.0},
+        {"task": "a", "library": "posteria", "method": "mmps-100", "nfe": 100, "psnr": 21.0},
+        {"task": "a", "library": "posteria", "method": "ddrm-300", "nfe": 300, "psnr": 30.0},
+        {"task": "a", "library": "azula", "method": "mmps-100", "nfe": 100, "psnr": 40.0},
+        {"task": "b", "library": "posteria", "method": "dps-1000", "nfe": 1000, "psnr": 20.0},
+        {"task": "b", "library": "posteria", "method": "ddrm-20", "nfe": 20, "psnr": 19.0},
+    ]
+    assert targets(rows) == [
+        {
+            "task": "a",
+            "dps": "dps-1000",
+            "dps_psnr": 20.0,
+            "best": "mmps-100",
+            "best_psnr": 21.0,
+            "met": True,
+        },
+        {
+            "task": "b",
+            "dps": "dps-1000",
+            "dps_psnr": 20.0,
+            "best": "ddrm-20",
+            "best_psnr": 19.0,
+            "met": False,
+        },
+    ]
+
+
+def test_the_cli_writes_the_table_the_targets_and_figures(tmp_path, tiny_prior):
+    args = ["bench", "restore", "--prior", str(tiny_prior.folder), "--out", str(tmp_path), "--digits", "2",
+            "--steps", "2", "--reference-steps", "3", "--tasks", "sr4", "--methods", "dps,mmps,least-squares",
+            "--no-peers"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "restore.json").read_text())
+    assert [r["method"] for r in saved["results"]] == ["dps-2", "least-squares", "mmps-2", "dps-3"]
+    assert saved["targets"][0]["dps"] == "dps-3"
+    assert "### MMPS / DDRM" in (tmp_path / "restore.md").read_text()
+    for name in ("restore_psnr.png", "restore_sr4.png"):
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_the_cli_names_a_bad_task_or_method():
+    for option, value in (("--tasks", "sr3"), ("--methods", "dpss")):
+        result = CliRunner().invoke(app, ["bench", "restore", option, value])
+        assert result.exit_code != 0
+        assert value in str(result.exception) + result.output
+
+
+def test_report_states_the_settings_and_the_missing_peers():
+    spec = RestoreBench(peers=False)
+    rows = [{"task": "sr4", "library": "posteria", "method": "dps-100", "nfe": 100, "psnr": 20.0}]
+    text, markdown = report(rows, spec)
+    assert json.loads(text)["settings"]["digits"] == 16
+    assert "steps=100" in markdown and "azula" in markdown

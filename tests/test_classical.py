@@ -1,0 +1,170 @@
+"""Classical baselines through ``solve``: closed forms for least squares, Tikhonov and MAP with a known
+projection; optimality of the TV proximal step; the shipped regression network; bad input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import posteria as pa
+from posteria.classical.tv import finite_differences, finite_differences_adjoint, total_variation, tv_prox
+from posteria.denoisers.gaussian import GaussianDenoiser
+from posteria.errors import PosteriaError
+from posteria.noise import VPLinear
+from posteria.operators import Composition, Downsample, MatrixOperator, get_operator
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def matrix_problem(m: int = 5, d: int = 8, sigma_y: float = 0.1, seed: int = 0):
+    """A float64 MatrixOperator, a signal batch and its measurement."""
+    g = torch.Generator().manual_seed(seed)
+    A = torch.randn(m, d, generator=g, dtype=torch.float64)
+    operator = MatrixOperator(A, sigma_y=sigma_y)
+    x = torch.randn(3, d, generator=g, dtype=torch.float64)
+    return operator, A, operator.measure(x, g)
+
+
+def test_least_squares_is_the_pseudo_inverse():
+    operator, A, y = matrix_problem()
+    x = pa.solve(None, operator, y, method="least-squares", n=2)
+    assert x.shape == (3, 2, 8)
+    torch.testing.assert_close(x[:, 0], y @ torch.linalg.pinv(A).T)
+    torch.testing.assert_close(x[:, 0], x[:, 1])
+
+
+@pytest.mark.parametrize("with_svd", [True, False])
+def test_tikhonov_solves_the_regularised_normal_equations(with_svd):
+    operator, A, y = matrix_problem()
+    if not with_svd:  # a composition has no SVD: conjugate gradients instead
+        operator = Composition(operator, MatrixOperator(torch.eye(8, dtype=torch.float64)))
+        assert operator.svd is None
+    lam = 0.3
+    expected = torch.linalg.solve(A.T @ A + lam * torch.eye(8, dtype=torch.float64), A.T @ y.T).T
+    x = pa.solve(None, operator, y, method="tikhonov", weight=lam, steps=50)
+    torch.testing.assert_close(x[:, 0], expected)
+
+
+def test_tikhonov_defaults_to_the_gaussian_map_weight_sigma_y_squared():
+    operator, A, y = matrix_problem(sigma_y=0.5)
+    expected = torch.linalg.solve(A.T @ A + 0.25 * torch.eye(8, dtype=torch.float64), A.T @ y.T).T
+    torch.testing.assert_close(pa.solve(None, operator, y, method="tikhonov")[:, 0], expected)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(0, 1000))
+def test_finite_differences_adjoint_is_exact(h, w, seed):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, 1, h, w, generator=g, dtype=torch.float64)
+    p = (
+        torch.randn(2, 1, h, w, generator=g, dtype=torch.float64),
+        torch.randn(2, 1, h, w, dtype=torch.float64),
+    )
+    dx, dy = finite_differences(x)
+    lhs = (dx * p[0]).sum() + (dy * p[1]).sum()
+    torch.testing.assert_close(lhs, (x * finite_differences_adjoint(p)).sum())
+
+
+def test_tv_prox_minimises_its_objective_and_keeps_constant_images():
+    g = torch.Generator().manual_seed(0)
+    b = torch.randn(2, 1, 6, 6, generator=g, dtype=torch.float64) * 0.5
+    gamma, box = 0.2, (-1.0, 1.0)
+    x = tv_prox(b, gamma, box, iterations=500)
+
+    def objective(z: torch.Tensor) -> torch.Tensor:
+        return 0.5 * ((z - b) ** 2).flatten(1).sum(1) + gamma * total_variation(z)
+
+    for _ in range(20):  # any feasible perturbation does worse
+        z = (x + 1e-2 * torch.randn(x.shape, generator=g, dtype=torch.float64)).clamp(*box)
+        assert bool((objective(z) >= objective(x) - 1e-9).all())
+    constant = torch.full((1, 1, 5, 5), 0.3, dtype=torch.float64)
+    torch.testing.assert_close(tv_prox(constant, gamma, box), constant)
+    assert float(tv_prox(3 * b, gamma, box).abs().max()) <= 1.0  # the box holds
+
+
+def test_fista_tv_denoises_a_piecewise_constant_image_better_than_least_squares():
+    x = -torch.ones(2, 1, 12, 12, dtype=torch.float64)
+    x[:, :, 3:9, 4:10] = 1.0
+    operator = get_operator("denoise", (1, 12, 12), sigma_y=0.3).double()
+    y = operator.measure(x, torch.Generator().manual_seed(0))
+    error = {m: float(((pa.solve(None, operator, y, method=m)[:, 0] - x) ** 2).mean()) for m in
+             ("least-squares", "fista-tv")}  # fmt: skip
+    assert error["fista-tv"] < 0.3 * error["least-squares"]  # measured 0.22
+
+
+def test_map_distance_with_a_known_subspace_projection_reaches_its_closed_form():
+    """With ``P`` the projection onto span(U), the minimiser of 1/2||y - Ax||^2 + lam/2 ||(I - UU^T) x||^2
+    is ``(A^T A + lam (I - U U^T))^{-1} A^T y``."""
+    operator, A, y = matrix_problem(m=4, d=8)
+    U = torch.linalg.qr(torch.randn(8, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64))[0]
+    lam = 2.0
+    residual = torch.eye(8, dtype=torch.float64) - U @ U.T
+    expected = torch.linalg.solve(A.T @ A + lam * residual, A.T @ y.T).T
+    prior = GaussianDenoiser.full(VPLinear(), torch.zeros(8, dtype=torch.float64), U @ U.T + 1e-3 * residual)
+    x = pa.solve(prior, operator, y, "map-distance", steps=3000, weight=lam, project=lambda v: v @ U @ U.T)
+    torch.testing.assert_close(x[:, 0], expected, atol=1e-6, rtol=1e-6)
+
+
+def test_the_regression_network_beats_zero_filling_on_held_out_digits():
+    from posteria.data import load_dataset
+    from posteria.metrics.image import psnr
+
+    x = load_dataset("mnist", "test")[0][:16]
+    operator = get_operator("inpaint-box", (1, 28, 28), sigma_y=0.05)
+    y = operator.measure(x, torch.Generator().manual_seed(0))
+    score = {m: float(psnr(pa.solve(None, operator, y, method=m)[:, 0], x).mean()) for m in
+             ("least-squares", "regression")}  # fmt: skip
+    assert score["regression"] > score["least-squares"] + 3
+
+
+def test_the_regression_network_rejects_other_image_sizes():
+    operator = get_operator("inpaint-box", (1, 8, 8))
+    with pytest.raises(PosteriaError, match="trained on images of shape"):
+        pa.solve(None, operator, torch.zeros(1, *operator.measurement_shape), method="regression")
+
+
+def test_baselines_report_no_network_calls_and_identical_samples():
+    operator = get_operator("sr2", (1, 8, 8), sigma_y=0.1)
+    y = operator.measure(torch.rand(2, 1, 8, 8) * 2 - 1, torch.Generator().manual_seed(0))
+    sampler = pa.posterior.prepare(None, operator, y, "fista-tv", steps=5, n=3)
+    assert sampler.nfe == 0
+    x = pa.solve(None, operator, y, method="fista-tv", steps=5, n=3)
+    assert x.shape == (2, 3, 1, 8, 8) and bool((x == x[:, :1]).all())
+    listed = {m["name"]: m for m in pa.methods()}
+    assert listed["tikhonov"]["point"] and not listed["tikhonov"]["prior"]
+    assert listed["map-distance"]["prior"] and not listed["mmps"]["point"]
+
+
+def test_bad_input_to_baselines_gives_one_line():
+    operator = Downsample((1, 8, 8), factor=2, sigma_y=0.1)
+    y = torch.zeros(1, *operator.measurement_shape)
+    with pytest.raises(PosteriaError, match="needs a prior"):
+        pa.solve(None, operator, y, method="map-distance")
+    with pytest.raises(PosteriaError, match="unknown option.*lambda.*it takes: weight"):
+        pa.solve(None, operator, y, method="tikhonov", **{"lambda": 1.0})
+    with pytest.raises(PosteriaError, match="weight must be"):
+        pa.solve(None, operator, y, method="fista-tv", weight=-1.0)
+    with pytest.raises(PosteriaError, match="mask"):
+        pa.solve(None, operator, y, method="regression")
+    vector = MatrixOperator(torch.eye(4))
+    with pytest.raises(PosteriaError, match="image-shaped"):
+        pa.solve(None, vector, torch.zeros(1, 4), method="fista-tv")
+
+
+@pytest.mark.parametrize(("method", "kept"), [("nuclear-norm", 0.6), ("logdet", 0.6), ("rpca", 0.8)])
+def test_low_rank_methods_complete_a_masked_low_rank_matrix_through_solve(method, kept):
+    """Rank 2, 40 x 40; robust PCA, which also allows sparse corruptions, needs more entries (at 60%
+    kept it is 18% off)."""
+    from posteria.operators import Mask
+
+    g = torch.Generator().manual_seed(1)
+    left, right = (
+        torch.randn(2, 1, *shape, generator=g, dtype=torch.float64) for shape in ((40, 2), (2, 40))
+    )
+    x = left @ right
+    operator = Mask.random((1, 40, 40), kept, generator=g).double()
+    estimate = pa.solve(None, operator, operator(x), method=method)[:, 0]
+    assert float((estimate - x).norm() / x.norm()) < 1e-2
+    assert float((operator.pinv(operator(x)) - x).norm() / x.norm()) > 0.4  # zero filling is far off
