@@ -198,7 +198,7 @@ def train_classifier_cmd(
 ) -> None:
     """Train the digit classifier used for the offline Frechet distance (FD) and confidence."""
     from posteria.data import load_dataset
-    from posteria.train.checkpoint import save_json, save_tensors
+    from posteria.priors import save_network
     from posteria.train.classifier import accuracy, train_classifier
 
     x, y = load_dataset(data, "train")
@@ -216,8 +216,7 @@ def train_classifier_cmd(
         "command": " ".join(["posteria", *sys.argv[1:]]),
         "metrics": {"test_accuracy": accuracy(model, x_test, y_test)},
     }
-    save_tensors(model.state_dict(), out / "weights.safetensors")
-    save_json(card, out / "card.json")
+    save_network(model, card, out)
     typer.echo(f"test accuracy {card['metrics']['test_accuracy']:.4f}; saved to {out}")
 
 
@@ -231,8 +230,8 @@ def train_regressor_cmd(
     """Train the masked-autoencoder-style regression baseline (method ``regression``)."""
     from posteria.classical.regression import RegressorTraining, regression_error, train_regressor
     from posteria.data import load_dataset
+    from posteria.priors import save_network
     from posteria.samplers.base import check_count
-    from posteria.train.checkpoint import save_json, save_tensors
 
     x, _ = load_dataset(data, "train")
     settings = RegressorTraining(steps=check_count("steps", steps), seed=seed)
@@ -248,8 +247,7 @@ def train_regressor_cmd(
         "command": " ".join(["posteria", *sys.argv[1:]]),
         "metrics": {"test_mse_random_masks": regression_error(model, load_dataset(data, "test")[0])},
     }
-    save_tensors(model.state_dict(), out / "weights.safetensors")
-    save_json(card, out / "card.json")
+    save_network(model, card, out)
     typer.echo(f"test MSE {card['metrics']['test_mse_random_masks']:.4f}; saved to {out}")
 
 

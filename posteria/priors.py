@@ -12,11 +12,13 @@ folder of that layout works too.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from torch import nn
 
 from posteria.classical.regression import MaskedRegressor
 from posteria.data import load_dataset
@@ -78,24 +80,32 @@ def load_prior(name_or_path: str | Path = "mnist") -> ParameterisedDenoiser:
     return denoiser.eval().requires_grad_(False)
 
 
-def load_classifier(name_or_path: str | Path = "mnist") -> DigitClassifier:
-    """A shipped classifier by name or folder, in eval mode."""
-    folder = _resolve(name_or_path, "classifiers")
+def _load_network(name_or_path: str | Path, kind: str, build: Callable[[dict], nn.Module]) -> nn.Module:
+    """The network ``build(card["config"])`` of a shipped ``kind`` folder with its weights, eval mode."""
+    folder = _resolve(name_or_path, kind)
     card = json.loads((folder / "card.json").read_text())
-    model = DigitClassifier(ClassifierConfig.from_dict(card["config"]))
+    model = build(card["config"])
     model.load_state_dict(load_file(folder / "weights.safetensors"))
     model.card = card
     return model.eval().requires_grad_(False)
+
+
+def load_classifier(name_or_path: str | Path = "mnist") -> DigitClassifier:
+    """A shipped classifier by name or folder, in eval mode."""
+    return _load_network(
+        name_or_path, "classifiers", lambda c: DigitClassifier(ClassifierConfig.from_dict(c))
+    )
 
 
 def load_regressor(name_or_path: str | Path = "mnist") -> MaskedRegressor:
     """A shipped masked regression network (the ``regression`` baseline) by name or folder, eval mode."""
-    folder = _resolve(name_or_path, "regressors")
-    card = json.loads((folder / "card.json").read_text())
-    model = MaskedRegressor(UNetConfig.from_dict(card["config"]))
-    model.load_state_dict(load_file(folder / "weights.safetensors"))
-    model.card = card
-    return model.eval().requires_grad_(False)
+    return _load_network(name_or_path, "regressors", lambda c: MaskedRegressor(UNetConfig.from_dict(c)))
+
+
+def save_network(model: nn.Module, card: dict, out: Path) -> None:
+    """Write ``model``'s weights (safetensors) and ``card`` (JSON) to the folder ``out``, atomically."""
+    save_tensors(model.state_dict(), Path(out) / "weights.safetensors")
+    save_json(card, Path(out) / "card.json")
 
 
 def export_prior(checkpoint: Path, dest: Path, card: dict) -> Path:

@@ -11,11 +11,13 @@ import torch
 
 from posteria import tweedie
 from posteria.denoisers.base import Denoiser
+from posteria.errors import check_positive
 from posteria.operators.base import LinearOperator
 from posteria.posterior.base import Method, register, transition_builder
 from posteria.posterior.ddrm import Spectral, check_unit, gaussian_sigma_y
-from posteria.samplers.base import Noise
+from posteria.samplers.base import Noise, check_count
 from posteria.samplers.ddim import DDIM
+from posteria.samplers.langevin import langevin_step
 
 
 def match(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -35,6 +37,9 @@ class Replacement(DDIM):
     k-space replacement, for a :class:`~posteria.operators.Mask` inpainting by replacement). At ``s = 0``,
     ``x_0 = x0 + A^+(y - A x0)``. ``eta = 1`` (default) is DDPM. Noisy ``y`` is used as if exact, so on
     an ill-conditioned ``A`` (a blur) ``A^+`` amplifies its noise by ``1 / s_min``: use DDNM+ or DDRM there.
+    ``corrector_steps`` Langevin steps (signal-to-noise ``snr``, as the paper's predictor-corrector
+    sampler; :func:`~posteria.samplers.langevin.langevin_step`) follow each step down, each followed by
+    the replacement again; none after the last step. ``nfe = steps + corrector_steps (steps - 1)``.
     Shapes: ``x_t`` (N, *event), sample ``i`` conditioned on ``y[i]`` (N, *measurement).
     """
 
@@ -46,10 +51,18 @@ class Replacement(DDIM):
         y: torch.Tensor,
         eta: float = 1.0,
         weight: float = 1.0,
+        corrector_steps: int = 0,
+        snr: float = 0.16,
         **options: object,
     ) -> None:
         super().__init__(denoiser, steps, eta=eta, **options)
         self.operator, self.y, self.weight = operator, y, check_unit("weight", weight)
+        self.corrector_steps = check_count("corrector_steps", corrector_steps, minimum=0)
+        self.snr = check_positive("snr", float(snr))
+
+    @property
+    def nfe(self) -> int:
+        return super().nfe + self.corrector_steps * (self.steps - 1)
 
     def noised_measurement(self, s: float, noise: Noise, like: torch.Tensor) -> torch.Tensor:
         """``y_s = alpha_s y + sigma_s A z``, a draw of ``A x_s`` given ``A x = y``: (N, *measurement)."""
@@ -60,7 +73,13 @@ class Replacement(DDIM):
         return y + sigma_s * self.operator(noise.randn(tuple(like.shape[1:]), like=like))
 
     def step(self, x_t: torch.Tensor, t: float, s: float, noise: Noise, **cond: object) -> torch.Tensor:
-        x_s = super().step(x_t, t, s, noise, **cond)
+        x_s = self.replace(super().step(x_t, t, s, noise, **cond), s, noise)
+        for _ in range(self.corrector_steps if s > 0 else 0):
+            x_s = self.replace(langevin_step(self, x_s, s, noise, self.snr, **cond), s, noise)
+        return x_s
+
+    def replace(self, x_s: torch.Tensor, s: float, noise: Noise) -> torch.Tensor:
+        """``x_s + w A^+ (y_s - A x_s)`` with a fresh draw of ``y_s``."""
         y_s = self.noised_measurement(s, noise, x_s)
         return x_s + self.weight * self.operator.pinv(y_s - self.operator(x_s))
 
@@ -150,16 +169,5 @@ register(
         needs=("linear",),
         build=transition_builder(Replacement),
         default_steps=1000,
-    )
-)
-register(
-    Method(
-        name="ddnm",
-        summary="Null-space model: project each denoised estimate onto A x = y, then step (DDNM+ if noisy)",
-        reference="Wang, Yu & Zhang (2023), Zero-shot image restoration using denoising diffusion null-space "
-        "model, ICLR",
-        needs=("linear",),
-        build=transition_builder(DDNM),
-        default_steps=100,
     )
 )

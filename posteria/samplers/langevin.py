@@ -9,7 +9,7 @@ import torch
 from posteria import tweedie
 from posteria.denoisers.base import Denoiser
 from posteria.errors import check_positive
-from posteria.samplers.base import Noise, check_count
+from posteria.samplers.base import Noise, Sampler, check_count
 from posteria.samplers.ddim import DDPM
 
 
@@ -49,8 +49,16 @@ class PredictorCorrector(DDPM):
         return x_s
 
     def correct(self, x: torch.Tensor, s: float, noise: Noise, **cond: object) -> torch.Tensor:
-        """One Langevin step at level ``s`` with step size ``eps = 2 (snr sigma_s)^2``."""
-        alpha, sigma = self.alpha_sigma(s)
-        score = tweedie.score_from_x0(x, self.denoiser(x, s, **cond), alpha, sigma)
-        eps = 2 * (self.snr * sigma) ** 2
-        return x + eps * score + math.sqrt(2 * eps) * noise.randn(tuple(x.shape[1:]), like=x)
+        """One Langevin step at level ``s`` (:func:`langevin_step`)."""
+        return langevin_step(self, x, s, noise, self.snr, **cond)
+
+
+def langevin_step(
+    sampler: Sampler, x: torch.Tensor, s: float, noise: Noise, snr: float, **cond: object
+) -> torch.Tensor:
+    """``x + eps grad log p_s(x) + sqrt(2 eps) z`` with ``eps = 2 (snr sigma_s)^2``, the score from
+    ``sampler``'s denoiser by Tweedie: one denoiser call. Shapes: (B, *event) -> (B, *event)."""
+    alpha, sigma = sampler.alpha_sigma(s)
+    score = tweedie.score_from_x0(x, sampler.denoiser(x, s, **cond), alpha, sigma)
+    eps = 2 * (snr * sigma) ** 2
+    return x + eps * score + math.sqrt(2 * eps) * noise.randn(tuple(x.shape[1:]), like=x)
