@@ -332,3 +332,18 @@ def test_quality_runs_parse_and_reject_nonsense():
     assert parse_runs("ddim:50,heun:18:karras") == [("ddim", 50, {}), ("heun", 18, {"spacing": "karras"})]
     with pytest.raises(PosteriaError, match="sampler:steps"):
         parse_runs("ddim")
+
+
+# ------------------------------------------------------------------------------- trained networks
+
+
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("command", ["train-classifier", "train-regressor"])
+def test_trained_networks_are_saved_with_a_card_and_load_back(tmp_path, command):
+    from posteria.priors import load_classifier, load_regressor
+
+    invoke(command, "--data", "digits", "--steps", "2", "--out", tmp_path)
+    card = json.loads((tmp_path / "card.json").read_text())
+    assert card["train_steps"] == 2 and card["command"].startswith("posteria")
+    model = (load_classifier if command == "train-classifier" else load_regressor)(tmp_path)
+    assert model.card == card and not model.training
