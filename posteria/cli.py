@@ -349,6 +349,68 @@ def bench_restore(
     typer.echo(markdown)
 
 
+@bench_app.command("posterior")
+def bench_posterior(
+    out: Annotated[
+        Path, typer.Option(help="Folder for posterior.json, posterior.md and PNG figures.")
+    ] = Path("out/bench"),
+    dims: Annotated[str, typer.Option(help="Comma-separated signal dimensions D.")] = "8,80,800",
+    measurements: Annotated[str, typer.Option(help="Comma-separated measurement counts m.")] = "1,4",
+    noise: Annotated[str, typer.Option(help="Comma-separated measurement noises sigma_y.")] = "0.1,0.01",
+    budgets: Annotated[str, typer.Option(help="Comma-separated step budgets.")] = "10,100,1000",
+    methods: Annotated[str | None, typer.Option(help="Comma-separated methods [default: all].")] = None,
+    samples: Annotated[int, typer.Option(help="Samples per measurement.")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Every method against the exact posterior of a low-rank mixture prior, next to the Monte-Carlo
+    floor; and the seed chapter's Figure 7.11 (DPS variance collapse) with MMPS."""
+    import json
+
+    from posteria.bench.figure711 import figure_7_11
+    from posteria.bench.posterior import PosteriorBench, best_per_budget, plot_posterior, run_posterior
+    from posteria.io import atomic_write_text
+    from posteria.posterior import METHODS
+    from posteria.report.markdown import machine, machine_line, table
+    from posteria.samplers.base import check_count
+
+    spec = PosteriorBench(
+        dims=_numbers("dims", dims, integer=True),
+        measurements=_numbers("measurements", measurements, integer=True),
+        noise=_numbers("noise", noise),
+        budgets=_numbers("budgets", budgets, integer=True),
+        methods=_choices("methods", methods, list(METHODS)) if methods else None,
+        n=check_count("samples", samples, minimum=2),
+        seed=seed,
+    )
+    rows = run_posterior(spec)
+    best = best_per_budget(rows)
+    figure = figure_7_11(out, seed=seed)
+    plot_posterior(rows, out / "posterior.png")
+    data = {"machine": machine(), "results": rows, "best": best, "figure_7_11": figure}
+    atomic_write_text(out / "posterior.json", json.dumps(data, indent=2))
+    markdown = (
+        f"## Distance to the exact posterior ({spec})\n\n{table(rows)}\n\n"
+        f"### Closest method per NFE budget\n\n{table(best)}\n\n"
+        f"### Figure 7.11: variance along the row of A\n\n{table(figure)}\n\n{machine_line()}\n"
+    )
+    atomic_write_text(out / "posterior.md", markdown)
+    typer.echo(markdown)
+
+
+def _numbers(name: str, text: str, integer: bool = False) -> tuple:
+    """Comma-separated non-negative numbers (positive integers with ``integer``); one line naming
+    ``name`` otherwise."""
+    what = "positive integers" if integer else "numbers >= 0"
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    ok = values and all(v > 0 and v.is_integer() if integer else v >= 0 for v in values)
+    if not ok:
+        raise PosteriaError(f"{name} must be comma-separated {what}, got {text!r}")
+    return tuple(int(v) for v in values) if integer else tuple(values)
+
+
 def _choices(name: str, text: str, known: list[str]) -> tuple[str, ...]:
     """Comma-separated names, each checked against ``known`` (one line naming the bad one)."""
     from posteria.errors import check_choice
