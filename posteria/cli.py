@@ -255,6 +255,32 @@ bench_app = typer.Typer(help="Benchmarks: results as JSON, Markdown tables and P
 app.add_typer(bench_app, name="bench")
 
 
+@bench_app.callback(invoke_without_command=True)
+def bench_all(
+    ctx: typer.Context,
+    out: Annotated[Path, typer.Option(help="Report folder for every suite and index.md.")] = Path(
+        "out/bench"
+    ),
+    seed: Annotated[int, typer.Option(help="Random seed of every suite.")] = 0,
+    quick: Annotated[bool, typer.Option(help="Small settings: a smoke run in minutes, not hours.")] = False,
+) -> None:
+    """Without a suite: run every suite (speed, quality, restore, posterior) into one report folder with
+    an index.md linking every table and figure."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from posteria.bench.index import suite_files, write_index
+
+    bench_speed(out=out, batch=16 if quick else 64, repeats=1 if quick else 3)
+    bench_quality(out=out, n=64 if quick else 1000, seed=seed, runs="ddim:20" if quick else None)
+    restore = {"digits": 2, "steps": 10, "reference_steps": 20, "tasks": "inpaint-box,sr4"} if quick else {}
+    bench_restore(out=out, seed=seed, **restore)
+    posterior = {"dims": "8", "measurements": "1", "noise": "0.1", "budgets": "10,100", "samples": 100}
+    bench_posterior(out=out, seed=seed, **(posterior if quick else {}))
+    suites = {name: suite_files(out, name) for name in ("speed", "quality", "restore", "posterior")}
+    suites["posterior"].append("figure_7_11.png")
+    typer.echo(f"wrote {write_index(out, suites, seed, quick)}")
+
+
 def _write_results(out: Path, name: str, rows: list[dict], title: str) -> None:
     """OUT/NAME.json and OUT/NAME.md with the machine line."""
     import json

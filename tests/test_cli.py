@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -347,3 +348,31 @@ def test_trained_networks_are_saved_with_a_card_and_load_back(tmp_path, command)
     assert card["train_steps"] == 2 and card["command"].startswith("posteria")
     model = (load_classifier if command == "train-classifier" else load_regressor)(tmp_path)
     assert model.card == card and not model.training
+
+
+def test_bench_without_a_suite_runs_every_suite_and_indexes_them(tmp_path, monkeypatch):
+    """The suites themselves are tested above and in test_bench_*.py; here they are stubs that write
+    their files, so this checks the orchestration and the index."""
+    import posteria.cli as cli
+
+    calls = []
+
+    def stub(name: str, files: tuple[str, ...]):
+        def run(out: Path, **kw: object) -> None:
+            calls.append((name, kw))
+            for f in files:
+                (out / f).write_text("x")
+
+        return run
+
+    monkeypatch.setattr(cli, "bench_speed", stub("speed", ("speed.md", "speed.json")))
+    monkeypatch.setattr(cli, "bench_quality", stub("quality", ("quality.md", "quality.json", "quality.png")))
+    monkeypatch.setattr(cli, "bench_restore", stub("restore", ("restore.md", "restore_sr4.png")))
+    monkeypatch.setattr(cli, "bench_posterior", stub("posterior", ("posterior.md", "figure_7_11.png")))
+    invoke("bench", "--out", tmp_path, "--quick", "--seed", "3")
+    assert [name for name, _ in calls] == ["speed", "quality", "restore", "posterior"]
+    assert all(kw.get("seed", 3) == 3 for _, kw in calls)
+    index = (tmp_path / "index.md").read_text()
+    assert "[quality.md](quality.md)" in index and "![restore_sr4.png](restore_sr4.png)" in index
+    assert "restore.json (not written)" in index and "![figure_7_11.png](figure_7_11.png)" in index
+    assert "Seed 3; quick settings" in index and "torch" in index
