@@ -33,7 +33,7 @@ from posteria.errors import PosteriaError, check_choice
 from posteria.noise import Schedule
 from posteria.operators.base import Operator
 from posteria.posterior import METHODS
-from posteria.posterior.daps import jacobian_norm2, start_vector
+from posteria.posterior.daps import operator_norm2
 from posteria.posterior.ddrm import gaussian_sigma_y
 from posteria.posterior.guidance import real_view
 from posteria.samplers.base import check_count
@@ -152,15 +152,6 @@ def flat_operator(operator: Operator) -> Callable[[torch.Tensor], torch.Tensor]:
     """``x -> A(x)`` flattened to (B, m) real entries: azula's linear solvers and norms act on the last
     dimension only, and complex measurements enter as real pairs (the inner product of our adjoint)."""
     return lambda x: flat(real_view(operator(x)))
-
-
-def operator_norm2(operator: Operator, like: torch.Tensor) -> float:
-    """``||A||^2`` as our TDS computes it: exact from an SVD, else by power iteration at a fixed point
-    (``like``: (1, *event), for dtype and device)."""
-    svd = getattr(operator, "svd", None)
-    if svd is not None:
-        return float(svd.s.max()) ** 2
-    return float(jacobian_norm2(operator, 0.5 * start_vector(like))[0])
 
 
 def our_default(method: str, option: str) -> object:

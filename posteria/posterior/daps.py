@@ -59,6 +59,16 @@ def jacobian_norm2(operator: Operator, x: torch.Tensor, iterations: int = 20) ->
     return lam.detach()
 
 
+def operator_norm2(operator: Operator, like: torch.Tensor) -> float:
+    """``||A||^2`` of a linear operator: exact from its SVD, else ``lambda_max(J^T J)`` by
+    :func:`jacobian_norm2` at a fixed, seed-independent point of the size of data in model space
+    (``like``: a batch (B, *event), for its dtype and device)."""
+    svd = getattr(operator, "svd", None)
+    if svd is not None:
+        return float(svd.s.max()) ** 2
+    return float(jacobian_norm2(operator, 0.5 * start_vector(like[:1]))[0])
+
+
 def likelihood_score(operator: Operator, y: torch.Tensor, x: torch.Tensor, tau: float) -> torch.Tensor:
     """``grad_x log N(y; A(x), tau^2 I) = J^T (y - A(x)) / tau^2`` (B, *event), by autograd through ``A``."""
     with torch.enable_grad():
@@ -128,7 +138,7 @@ class DAPS(Sampler):
         sigma_y = gaussian_sigma_y(operator)
         self.tau = check_positive("tau", float(tau if tau is not None else sigma_y or NOISELESS_TAU))
         self.ode_grids = {t: self.ode_grid(t) for t, _ in self.pairs}
-        self._linear_norm2: torch.Tensor | None = None
+        self._linear_norm2: float | None = None
 
     @property
     def nfe(self) -> int:
@@ -191,10 +201,8 @@ class DAPS(Sampler):
         if not self.operator.linear:
             return jacobian_norm2(self.operator, x)
         if self._linear_norm2 is None:
-            svd = self.operator.svd
-            exact = svd.s.max() ** 2 if svd is not None else jacobian_norm2(self.operator, x[:1])[0]
-            self._linear_norm2 = exact.to(torch.float64)
-        return self._linear_norm2.to(x).expand(x.shape[0])
+            self._linear_norm2 = operator_norm2(self.operator, x)
+        return torch.full((x.shape[0],), self._linear_norm2, dtype=x.dtype, device=x.device)
 
 
 register(

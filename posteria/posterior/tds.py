@@ -15,7 +15,7 @@ from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError
 from posteria.operators.base import Operator
 from posteria.posterior.base import Method, register, transition_builder
-from posteria.posterior.daps import jacobian_norm2, start_vector
+from posteria.posterior.daps import operator_norm2
 from posteria.posterior.ddnm import match
 from posteria.posterior.ddrm import check_unit, gaussian_sigma_y
 from posteria.posterior.guidance import real_view
@@ -210,11 +210,7 @@ class TDS(DDIM):
     def operator_norm2(self, like: torch.Tensor) -> float:
         """``L = ||A||^2``: exact from an SVD, else ``lambda_max(J^T J)`` at a fixed point (computed once)."""
         if self._norm2 is None:
-            svd = getattr(self.operator, "svd", None)
-            if svd is not None:
-                self._norm2 = float(svd.s.max()) ** 2
-            else:  # a fixed, seed-independent point of the size of data in model space
-                self._norm2 = float(jacobian_norm2(self.operator, 0.5 * start_vector(like[:1]))[0])
+            self._norm2 = operator_norm2(self.operator, like)
         return self._norm2
 
 
