@@ -13,6 +13,7 @@ import math
 import torch
 
 from posteria.errors import PosteriaError, check_finite, check_positive
+from posteria.samplers.base import check_count
 
 #: Floor of the default completion thresholds, relative to the spectral norm of ``y``: with ``sigma_y = 0``
 #: the problems stay penalised, and their solutions lie within about this relative error of exact ones.
@@ -76,13 +77,6 @@ def _check_mask(mask: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return mask.to(device=y.device, dtype=y.dtype).expand(y.shape)
 
 
-def _check_iterations(name: str, value: int) -> int:
-    """Require a positive integer."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise PosteriaError(f"{name} must be a positive integer, got {value!r}")
-    return value
-
-
 def _check_number(name: str, value: float, allow_zero: bool) -> float:
     """Require a finite real number > 0 (>= 0 when ``allow_zero``)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -119,7 +113,7 @@ def _completion_inputs(
     y = _check_matrix("y", y)
     mask = _check_mask(mask, y)
     _check_number("sigma_y", sigma_y, allow_zero=True)
-    _check_iterations("iterations", iterations)
+    check_count("iterations", iterations)
     return y * mask, mask
 
 
@@ -392,7 +386,7 @@ def robust_pca(
     mask = torch.ones_like(y) if mask is None else _check_mask(mask, y)
     H, W = y.shape[-2:]
     weight = _check_weight("weight", 1 / math.sqrt(max(H, W)) if weight is None else weight, y)
-    _check_iterations("iterations", iterations)
+    check_count("iterations", iterations)
     _check_number("tol", tol, allow_zero=False)
     y = y * mask
     spectral = _spectral_norm(y)
