@@ -7,6 +7,8 @@ from the measurement: replacement on the noisy state ``x_s`` after each step, DD
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 
 from posteria import tweedie
@@ -96,13 +98,25 @@ class DDNM(DDIM):
     bridge towards ``y``.)
 
     DDNM+ for ``y = A x + sigma_y w`` (section 3.3, eq. 17-18): the step is ``x_s = a x0_hat + b x_t + noise``
-    with ``a = alpha_s - sqrt(sigma_s^2 - c^2) alpha_t / sigma_t``; ``x0_hat`` carries measurement noise
-    ``n_i = sigma_y / s_i`` along singular direction ``i``, so the correction is scaled by
-    ``lambda_i = min(1, c / (a n_i))`` and the fresh noise there has variance
-    ``gamma_i = c^2 - (a lambda_i n_i)^2``: ``x_s`` keeps the noise level of the schedule. With ``eta = 0``
-    there is no fresh noise to trade, so noisy measurements are ignored (``lambda = 0``). Operators without
-    an SVD use one ``n = sigma_y`` for all directions (the official "simplified" mode: exact when ``A`` has
-    orthonormal rows). Shapes as :class:`Replacement`. Reference: Wang, Yu & Zhang (2023), ICLR.
+    with ``b = sqrt(sigma_s^2 - c^2) / sigma_t`` and ``a = alpha_s - b alpha_t``; ``x0_hat`` carries
+    measurement noise ``n_i = sigma_y / s_i`` along singular direction ``i``, so the correction there is
+    scaled by ``lambda_i`` and the fresh noise has variance ``gamma_i``, chosen so that ``x_s`` keeps the
+    schedule's noise level ``sigma_s``. The paper takes ``lambda_i = min(1, c / (a n_i))``, ``gamma_i = c^2 -
+    (a lambda_i n_i)^2``, as if each step's ``n_i w`` were fresh noise. It is the same ``w`` at every step, so
+    in weak directions (``n_i >> c``, a blur's high frequencies) the reused noise adds up coherently: on a
+    Gaussian prior of 12 x 12 images with a Gaussian blur at ``sigma_y = 0.05`` its error grows with the steps
+    (measured: 0.27, 0.69, 1.17 per-pixel RMSE to the exact posterior mean at 10, 50, 200 steps; MNIST
+    deblurring at 100 steps: 6.9 dB).
+
+    ``track_noise = True`` (default) keeps the budget exact: ``x_t`` holds ``m_t = k_t n_i`` of that noise
+    (``k = 0`` at ``t = 1``), so ``x_s`` holds ``m_s = a lambda_i n_i + b m_t`` and fresh noise
+    ``gamma_i = c^2 + b^2 m_t^2 - m_s^2``; the largest ``lambda_i <= 1`` with ``gamma_i >= 0`` is
+    ``(sqrt(c^2 + b^2 m_t^2) - b m_t) / (a n_i)``, the paper's rule when ``m_t = 0`` (measured: 0.16, 0.23,
+    0.26 on the same problem; MNIST deblurring 20.4 dB, DDRM 22.4 dB). ``track_noise = False`` is the
+    paper's rule. With ``eta = 0`` there is no fresh noise to trade, so noisy measurements are ignored
+    (``lambda = 0``). Operators without an SVD use one ``n = sigma_y`` for all directions (the official
+    "simplified" mode: exact when ``A`` has orthonormal rows). Shapes as :class:`Replacement`.
+    Reference: Wang, Yu & Zhang (2023), ICLR.
     """
 
     def __init__(
@@ -112,35 +126,59 @@ class DDNM(DDIM):
         operator: LinearOperator,
         y: torch.Tensor,
         eta: float = 1.0,
+        track_noise: bool = True,
         **options: object,
     ) -> None:
         super().__init__(denoiser, steps, eta=eta, **options)
-        self.operator, self.y = operator, y
+        self.operator, self.y, self.track_noise = operator, y, bool(track_noise)
         self.sigma_y = gaussian_sigma_y(operator)
         self.spectral = Spectral.of(operator, y) if self.sigma_y > 0 and operator.svd is not None else None
+        self.reused: torch.Tensor | float = 0.0  # k_t: x_t holds k_t n_i of the measurement noise n_i w
+
+    def initial(
+        self, x_or_shape: torch.Tensor | Sequence[int], generator: torch.Generator | None, noise: Noise | None
+    ) -> tuple[torch.Tensor, Noise]:
+        self.reused = 0.0  # a run starts from x_1, which holds none of y's noise
+        return super().initial(x_or_shape, generator, noise)
 
     def step(self, x_t: torch.Tensor, t: float, s: float, noise: Noise, **cond: object) -> torch.Tensor:
         alpha_t, sigma_t = self.alpha_sigma(t)
         x0 = self.denoiser(x_t, t, **cond)
         w_x0, w_eps, c = self.transition(t, s) if s > 0 else (1.0, 0.0, 0.0)
-        # a n_i: the measurement noise x0_hat carries into x_s; a = weight of x0_hat via x0_hat and eps_hat
-        carried = self.carried_noise(w_x0 - w_eps * alpha_t / sigma_t, x0)
-        lam = None if carried is None else torch.where(carried > c, c / carried.clamp_min(1e-30), 1.0)
+        lam, fresh = self.noise_budget(w_x0 - w_eps * alpha_t / sigma_t, w_eps / sigma_t, c, x0)
         x0_hat = self.project(x0, lam)
         if s == 0:
             return x0_hat
         x_s = w_x0 * x0_hat + w_eps * tweedie.eps_from_x0(x_t, x0_hat, alpha_t, sigma_t)
         if c > 0:  # eta = 0 draws no noise
-            x_s = x_s + self.fresh_noise(noise.randn(tuple(x_t.shape[1:]), like=x_t), c, carried)
+            x_s = x_s + self.fresh_noise(noise.randn(tuple(x_t.shape[1:]), like=x_t), fresh)
         return x_s
 
-    def carried_noise(self, a: float, like: torch.Tensor) -> torch.Tensor | None:
-        """``a n_i`` per singular direction (D,); one value () without an SVD; None for exact ``y``."""
+    def noise_std(self, like: torch.Tensor) -> torch.Tensor | None:
+        """``n_i`` per singular direction (D,); one value () without an SVD; None for exact ``y``."""
         if self.sigma_y == 0:
             return None
         if self.spectral is None:
-            return torch.tensor(a * self.sigma_y, dtype=like.dtype, device=like.device)
-        return a * self.spectral.noise_std.to(like)
+            return torch.tensor(self.sigma_y, dtype=like.dtype, device=like.device)
+        return self.spectral.noise_std.to(like)
+
+    def noise_budget(
+        self, a: float, b: float, c: float, like: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | float]:
+        """``(lambda, sqrt(gamma))`` for ``x_s = a x0_hat + b x_t + c z`` (see the class); updates ``k``.
+
+        ``lambda`` is None for exact ``y`` (``Lambda = I``), else (D,) or () like :meth:`noise_std`.
+        """
+        n = self.noise_std(like)
+        if n is None:
+            return None, c
+        held = b * self.reused * n  # b m_t: the part of x_t's reused noise that x_s keeps
+        room = (c**2 + held**2).sqrt()
+        lam = torch.where(a * n > 0, (room - held) / (a * n).clamp_min(1e-30), 1.0).clamp(0.0, 1.0)
+        carried = a * lam * n + held  # m_s
+        if self.track_noise:
+            self.reused = a * lam + b * self.reused
+        return lam, (room**2 - carried**2).clamp_min(0).sqrt()
 
     def project(self, x0: torch.Tensor, lam: torch.Tensor | None) -> torch.Tensor:
         """``x0_hat = x0 + Lambda A^+ (y - A x0)``, ``Lambda = V diag(lambda) V^T`` (eq. 17; None: I)."""
@@ -150,14 +188,15 @@ class DDNM(DDIM):
         svd = self.spectral.svd
         return x0 + svd.V(lam * self.spectral.inv_s.to(x0) * svd.Ut(residual))
 
-    def fresh_noise(self, z: torch.Tensor, c: float, carried: torch.Tensor | None) -> torch.Tensor:
-        """``Phi^(1/2) z`` with ``gamma_i = c^2 - (a lambda_i n_i)^2 = c^2 - min(a n_i, c)^2`` (eq. 18)."""
-        if carried is None:
-            return c * z
-        std = (c**2 - carried.clamp_max(c) ** 2).clamp_min(0).sqrt()
-        if carried.dim() == 0:
+    def fresh_noise(self, z: torch.Tensor, std: torch.Tensor | float) -> torch.Tensor:
+        """``Phi^(1/2) z = V diag(sqrt(gamma)) V^T z`` (eq. 18); a scalar ``std`` scales ``z`` directly."""
+        if not isinstance(std, torch.Tensor) or std.dim() == 0:
             return std * z
         return self.spectral.svd.V(std * self.spectral.svd.Vt(z))
+
+    def travelled(self, t: float, s: float) -> None:
+        """After a jump up ``x_t -> x_s`` (time travel), ``x_s`` holds ``(alpha_s / alpha_t) m_t``."""
+        self.reused = self.reused * (self.alpha_sigma(s)[0] / self.alpha_sigma(t)[0])
 
 
 register(

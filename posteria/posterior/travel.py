@@ -74,7 +74,11 @@ class TimeTravel(Sampler):
         (alpha_t, sigma_t), (alpha_s, sigma_s) = self.alpha_sigma(t), self.alpha_sigma(s)
         decay = alpha_s / alpha_t
         std = math.sqrt(max(sigma_s**2 - decay**2 * sigma_t**2, 0.0))
+        self.travelled(t, s)
         return decay * x_t + std * noise.randn(tuple(x_t.shape[1:]), like=x_t)
+
+    def travelled(self, t: float, s: float) -> None:
+        """Called on each jump up ``t -> s``, for samplers that track what ``x_t`` holds; nothing here."""
 
 
 class RePaint(TimeTravel, Replacement):
@@ -106,6 +110,9 @@ class TimeTravelDDNM(TimeTravel, DDNM):
         **options: object,
     ) -> None:  # fmt: skip
         super().__init__(denoiser, steps, operator, y, resample=resample, **options)
+
+    def travelled(self, t: float, s: float) -> None:
+        DDNM.travelled(self, t, s)  # TimeTravel's no-op comes first in the MRO
 
 
 register(
