@@ -23,7 +23,6 @@ from posteria.bench.peers import (
     azula_schedule,
     azula_version,
     flat_operator,
-    our_default,
     run_azula,
     run_posteria,
 )
@@ -32,6 +31,7 @@ from posteria.errors import PosteriaError
 from posteria.lab import gaussian_posterior
 from posteria.noise import VE, VPCosine, VPLinear
 from posteria.operators import MatrixOperator, get_operator
+from posteria.posterior.mmps import default_iterations
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 requires_azula = pytest.mark.skipif(azula_version() is None, reason="azula is not installed")
@@ -175,7 +175,7 @@ def test_runs_have_our_nfe_and_finite_samples(method: str) -> None:
     run = run_azula(method, p.prior, p.op, p.y, steps=steps, n=n, seed=0)
     assert run.samples.shape == (2, n, D) and run.samples.dtype == torch.float64
     assert bool(torch.isfinite(run.samples).all()) and run.seconds > 0 and run.library == "azula"
-    vjps = {"dps": steps, "mmps": steps * (our_default("mmps", "maxiter") + 1), "tds": steps}[method]
+    vjps = {"dps": steps, "mmps": steps * (default_iterations(p.prior) + 1), "tds": steps}[method]
     assert (run.nfe, run.vjps, run.runs) == (steps, vjps, 2 if method == "tds" else 1)
     ours = run_posteria(method, p.prior, p.op, p.y, steps=steps, n=n, seed=0)
     assert ours.samples.shape == run.samples.shape and ours.nfe == run.nfe and ours.library == "posteria"

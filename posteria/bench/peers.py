@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -32,10 +31,10 @@ from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_choice
 from posteria.noise import Schedule
 from posteria.operators.base import Operator
-from posteria.posterior import METHODS
 from posteria.posterior.daps import operator_norm2
 from posteria.posterior.ddrm import gaussian_sigma_y
 from posteria.posterior.guidance import real_view
+from posteria.posterior.mmps import default_iterations
 from posteria.samplers.base import check_count
 from posteria.tensors import flat
 
@@ -154,11 +153,6 @@ def flat_operator(operator: Operator) -> Callable[[torch.Tensor], torch.Tensor]:
     return lambda x: flat(real_view(operator(x)))
 
 
-def our_default(method: str, option: str) -> object:
-    """The default of ``option`` in our registered builder of ``method`` (read, so it stays in sync)."""
-    return inspect.signature(METHODS[method].build).parameters[option].default
-
-
 #: One azula sampler run: the sampler and the shape (K, *event) of the chains it carries.
 Run = tuple[object, tuple[int, ...]]
 
@@ -186,14 +180,14 @@ def mmps_runs(
 ) -> list[Run]:
     """azula's ``MMPSDenoiser`` under its ``DDPMSampler`` (our default sampler for MMPS) on the B n
     chains in runs of ``batch``, ``cov_y = sigma_y^2 I``, ``solver="cg"`` (azula's default is GMRES) with
-    our CG iteration count, ``maxiter`` of our ``mmps`` (5), unless ``solver`` or ``iterations`` are given."""
+    our CG iteration count (:func:`~posteria.posterior.mmps.default_iterations` of the prior), unless
+    ``solver`` or ``iterations`` are given."""
     from azula.guidance import MMPSDenoiser
     from azula.linalg.covariance import IsotropicCovariance
     from azula.sample import DDPMSampler
 
     solver = {"solver": kw.pop("solver", "cg"), "iterations": kw.pop("iterations", None)}
-    # our maxiter=None solves to a tolerance: at most m iterations in exact arithmetic
-    solver["iterations"] = solver["iterations"] or our_default("mmps", "maxiter") or ys.shape[1]
+    solver["iterations"] = solver["iterations"] or default_iterations(adapter.prior)
     A, cov_y = flat_operator(operator), IsotropicCovariance(gaussian_sigma_y(operator) ** 2)
     return [
         (DDPMSampler(MMPSDenoiser(adapter, r, A, cov_y, **solver), **kw), (r.shape[0], *operator.event_shape))

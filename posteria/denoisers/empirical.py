@@ -37,6 +37,8 @@ class EmpiricalDenoiser(Denoiser):
         chunk_size: how many training points are compared with the batch at once.
     """
 
+    exact_covariance = True
+
     def __init__(self, schedule: Schedule, data: torch.Tensor, chunk_size: int = 4096) -> None:
         if data.dim() < 2 or data.shape[0] == 0:
             raise PosteriaError(f"data must have shape (N, *event) with N >= 1, got {tuple(data.shape)}")

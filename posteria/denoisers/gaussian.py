@@ -19,6 +19,8 @@ class GaussianDenoiser(Denoiser):
     (Seed chapter, Example 7.4.)
     """
 
+    exact_covariance = True
+
     def __init__(
         self,
         schedule: Schedule,

@@ -41,6 +41,8 @@ class GaussianMixtureDenoiser(Denoiser):
     subspace, and each component's mean tends to the projection onto its subspace, in float32 and float64.
     """
 
+    exact_covariance = True
+
     def __init__(
         self,
         schedule: Schedule,
