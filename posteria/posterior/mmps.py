@@ -67,6 +67,14 @@ class MMPSDenoiser(GuidedDenoiser):
         self.sigma_y = operator.sigma_y
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
+        x0, _, _, correction = self.moments(x_t, t, cond)
+        return x0 + correction
+
+    def moments(
+        self, x_t: torch.Tensor, t: torch.Tensor, cond: dict
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x0, r, u, C A^T u)``, detached: the prior's estimate (N, *event), the residual
+        ``r = y - A x0`` and ``u = (A C A^T + s^2 I)^-1 r`` (N, *measurement), and the correction."""
         alpha, sigma = self.schedule(t)
         with torch.enable_grad():
             x, x0 = self.prior_with_graph(x_t, t, cond)
@@ -77,7 +85,7 @@ class MMPSDenoiser(GuidedDenoiser):
 
             residual = self.measurements(x_t) - self.operator(x0.detach())
             u = self.solve(system, residual, isotropic_variance(alpha, sigma))
-            return (x0 + cov(self.operator.adjoint(u))).detach()
+            return x0.detach(), residual, u, cov(self.operator.adjoint(u)).detach()
 
     def covariance(self, x: torch.Tensor, x0: torch.Tensor, gamma: torch.Tensor) -> Matvec:
         """``v -> Cov[x | x_t] v = gamma J^T v``, ``gamma = sigma_t^2 / alpha_t``, ``J = d x0 / d x_t``
