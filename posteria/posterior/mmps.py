@@ -47,7 +47,8 @@ class MMPSDenoiser(GuidedDenoiser):
     ``P`` is a scalar).
 
     Args: ``prior``, a linear ``operator`` with Gaussian noise, ``y`` (N, *measurement); ``maxiter`` CG
-    iterations (``None``: until ``rtol``); ``rtol`` (default ``eps^0.75`` of float64); ``precondition``.
+    iterations (``"auto"``: :func:`default_iterations`; ``None``: until ``rtol``); ``rtol`` (default
+    ``eps^0.75`` of float64); ``precondition``.
     Shapes: ``x_t`` (N, *event) -> (N, *event).
     """
 
@@ -56,11 +57,12 @@ class MMPSDenoiser(GuidedDenoiser):
         prior: Denoiser,
         operator: LinearOperator,
         y: torch.Tensor,
-        maxiter: int | None = None,
+        maxiter: int | str | None = "auto",
         rtol: float | None = None,
         precondition: bool = True,
     ) -> None:
         super().__init__(prior, operator, y)
+        maxiter = default_iterations(prior) if maxiter == "auto" else maxiter
         self.maxiter = None if maxiter is None else check_count("maxiter", maxiter)
         self.rtol = None if rtol is None else check_positive("rtol", float(rtol))
         self.precondition = bool(precondition) and operator.svd is not None
@@ -165,8 +167,6 @@ def build_mmps(
 ) -> Sampler:
     """Any sampler on :class:`MMPSDenoiser`; DDPM and preconditioned CG by default, ``maxiter="auto"``
     iterations from :func:`default_iterations`. Give ``maxiter=None`` to solve to ``rtol``."""
-    if maxiter == "auto":
-        maxiter = default_iterations(denoiser)
     wrapper = MMPSDenoiser(denoiser, operator, y, maxiter, rtol, precondition)
     return guided_sampler(wrapper, steps, sampler, eta, **options)
 

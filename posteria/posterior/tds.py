@@ -19,7 +19,7 @@ from posteria.posterior.daps import operator_norm2
 from posteria.posterior.ddnm import match
 from posteria.posterior.ddrm import check_unit, gaussian_sigma_y
 from posteria.posterior.guidance import real_view
-from posteria.posterior.mmps import MMPSDenoiser, default_iterations
+from posteria.posterior.mmps import MMPSDenoiser
 from posteria.samplers.base import Noise, check_count
 from posteria.samplers.ddim import DDIM
 from posteria.tensors import batch_times, flat
@@ -236,7 +236,6 @@ class MomentTDS(TDS):
         **options: object,
     ) -> None:
         super().__init__(denoiser, steps, operator, y, **options)
-        maxiter = default_iterations(denoiser) if maxiter == "auto" else maxiter
         self.moments = MMPSDenoiser(denoiser, operator, y, maxiter, rtol, precondition)
 
     @property
