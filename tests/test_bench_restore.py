@@ -43,33 +43,29 @@ def test_tds_runs_with_its_particles_and_dps_gets_a_reference_run():
 
 
 def test_targets_compare_the_best_fast_method_with_the_largest_dps_run():
+    """In single-sample PSNR and in the PSNR of the samples' mean, each with its own best fast method."""
+
+    def row(task: str, method: str, nfe: int, psnr: float, mean: float, library: str = "posteria") -> dict:
+        return {"task": task, "library": library, "method": method, "nfe": nfe, "psnr": psnr,
+                "psnr_mean": mean}  # fmt: skip
+
     rows = [
-        {"task": "a", "library": "posteria", "method": "dps-1000", "nfe": 1000, "psnr": 20.0},
-        {"task": "a", "library": "posteria", "method": "dps-100", "nfe": 100, "psnr": 25.0},
-        {"task": "a", "library": "posteria", "method": "mmps-100", "nfe": 100, "psnr": 21.0},
-        {"task": "a", "library": "posteria", "method": "ddrm-300", "nfe": 300, "psnr": 30.0},
-        {"task": "a", "library": "azula", "method": "mmps-100", "nfe": 100, "psnr": 40.0},
-        {"task": "b", "library": "posteria", "method": "dps-1000", "nfe": 1000, "psnr": 20.0},
-        {"task": "b", "library": "posteria", "method": "ddrm-20", "nfe": 20, "psnr": 19.0},
+        row("a", "dps-1000", 1000, 20.0, 21.0),
+        row("a", "dps-100", 100, 25.0, 25.0),
+        row("a", "mmps-100", 100, 21.0, 22.0),
+        row("a", "ddrm-100", 100, 20.5, 24.0),
+        row("a", "ddrm-300", 300, 30.0, 30.0),
+        row("a", "mmps-100", 100, 40.0, 40.0, library="azula"),
+        row("b", "dps-1000", 1000, 20.0, 22.0),
+        row("b", "ddrm-20", 20, 19.0, 23.0),
     ]
+    common = {"dps": "dps-1000", "dps_psnr": 20.0}
     assert targets(rows) == [
-        {
-            "task": "a",
-            "dps": "dps-1000",
-            "dps_psnr": 20.0,
-            "best": "mmps-100",
-            "best_psnr": 21.0,
-            "met": True,
-        },
-        {
-            "task": "b",
-            "dps": "dps-1000",
-            "dps_psnr": 20.0,
-            "best": "ddrm-20",
-            "best_psnr": 19.0,
-            "met": False,
-        },
-    ]
+        {"task": "a", **common, "best": "mmps-100", "best_psnr": 21.0, "met": True,
+         "dps_psnr_mean": 21.0, "best_mean": "ddrm-100", "best_psnr_mean": 24.0, "met_mean": True},
+        {"task": "b", **common, "best": "ddrm-20", "best_psnr": 19.0, "met": False,
+         "dps_psnr_mean": 22.0, "best_mean": "ddrm-20", "best_psnr_mean": 23.0, "met_mean": True},
+    ]  # fmt: skip
 
 
 def test_the_cli_writes_the_table_the_targets_and_figures(tmp_path, tiny_prior):

@@ -80,7 +80,8 @@ class NetworkCost:
 def score(
     label: str, library: str, operator: Operator, y: torch.Tensor, truth: torch.Tensor, samples: torch.Tensor
 ) -> dict[str, object]:
-    """PSNR, SSIM and consistency of samples (B, n, *event) of measurements y (B, ...)."""
+    """PSNR, SSIM and consistency of samples (B, n, *event) of measurements y (B, ...), and the PSNR of
+    their mean over the n samples (``psnr_mean``; the sample PSNR when n = 1)."""
     n = samples.shape[1]
     flat = samples.flatten(0, 1)
     truth_rep = truth.repeat_interleave(n, dim=0)
@@ -88,6 +89,7 @@ def score(
         "method": label,
         "library": library,
         "psnr": float(psnr(flat, truth_rep).mean()),
+        "psnr_mean": float(psnr(samples.mean(1), truth).mean()),
         "ssim": float(ssim(flat, truth_rep).mean()),
         "consistency": float(consistency(operator, flat, y.repeat_interleave(n, dim=0)).mean()),
     }
@@ -167,7 +169,9 @@ def run_restore(spec: RestoreBench, progress: bool = True) -> tuple[list[dict], 
 
 
 def targets(rows: list[dict], budget: int = 100) -> list[dict]:
-    """Per task: DPS at its largest NFE against the best of MMPS and DDRM at <= ``budget`` NFE (PSNR)."""
+    """Per task: DPS at its largest NFE against the best of MMPS and DDRM at <= ``budget`` NFE, in the PSNR
+    of single samples and in that of the mean of the n samples per measurement (the posterior-mean
+    estimate, which does not reward a sampler for collapsing its spread)."""
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
         ours = [r for r in rows if r["task"] == task and r["library"] == "posteria"]
@@ -177,8 +181,12 @@ def targets(rows: list[dict], budget: int = 100) -> list[dict]:
         if dps is None or not fast:
             continue
         best = max(fast, key=lambda r: r["psnr"])
+        mean = max(fast, key=lambda r: r["psnr_mean"])
         out.append({"task": task, "dps": dps["method"], "dps_psnr": dps["psnr"], "best": best["method"],
-                    "best_psnr": best["psnr"], "met": best["psnr"] > dps["psnr"]})  # fmt: skip
+                    "best_psnr": best["psnr"], "met": best["psnr"] > dps["psnr"],
+                    "dps_psnr_mean": dps["psnr_mean"], "best_mean": mean["method"],
+                    "best_psnr_mean": mean["psnr_mean"],
+                    "met_mean": mean["psnr_mean"] > dps["psnr_mean"]})  # fmt: skip
     return out
 
 
