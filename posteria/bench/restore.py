@@ -33,6 +33,9 @@ from posteria.tensors import batch_times
 #: The benchmark tasks of issue 3, as operator registry names.
 TASKS = ("inpaint-box", "inpaint-random", "sr4", "blur-gauss", "cs25", "mri4")
 
+#: Methods whose samples per measurement are SMC particles: they run with ``particles``, not ``n``.
+PARTICLE_METHODS = ("tds", "tds-mmps")
+
 
 @dataclass
 class RestoreBench:
@@ -108,7 +111,7 @@ def our_runs(operator: Operator, spec: RestoreBench) -> list[tuple[str, int, int
     runs = []
     for name in names:
         steps = METHODS[name].default_steps if METHODS[name].point else spec.steps
-        runs.append((name, steps, spec.particles if name == "tds" else spec.n))
+        runs.append((name, steps, spec.particles if name in PARTICLE_METHODS else spec.n))
     if "dps" in names and spec.reference_steps != spec.steps:
         runs.append(("dps", spec.reference_steps, spec.n))
     return runs
@@ -139,7 +142,7 @@ def peer_rows(
     """azula's runs of the methods it shares with us, with ``ours_over_theirs`` wall time."""
     rows = []
     for name in [m for m in AZULA_METHODS if m in supported(operator)]:
-        n = spec.particles if name == "tds" else spec.n
+        n = spec.particles if name in PARTICLE_METHODS else spec.n
         label = f"{name}-{spec.steps}"
         try:
             run = run_azula(name, prior, operator, y, spec.steps, n, spec.seed)
