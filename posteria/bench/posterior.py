@@ -150,7 +150,9 @@ def plot_posterior(rows: list[dict], path: Path) -> Path:
         mine = [r for r in rows if (r["D"], r["m"], r["sigma_y"]) == (D, m, s) and r["method"] != "exact"]
         for i, name in enumerate(dict.fromkeys(r["method"] for r in mine)):
             pts = sorted((max(r["nfe"], 1), r["sw_over_floor"]) for r in mine if r["method"] == name)
-            ax.plot(*zip(*pts, strict=True), marker="o", ms=3, label=name, color=f"C{i % 10}")
+            # more methods than the 10 default colours: cycle the line style too, so no two look alike
+            style = {"color": f"C{i % 10}", "ls": ("-", "--", ":")[i // 10 % 3], "marker": "os^"[i // 10 % 3]}
+            ax.plot(*zip(*pts, strict=True), ms=3, label=name, **style)
         ax.axhline(2.0, ls="--", c="k", lw=0.8)
         ax.set(xscale="log", yscale="log", title=f"D={D} m={m} sigma_y={s:g}", xlabel="NFE")
     axes.flat[0].set_ylabel("sliced W / floor")
