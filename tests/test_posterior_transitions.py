@@ -407,6 +407,21 @@ def test_ddnm_time_travel_counts_only_steps_down_and_is_off_by_default() -> None
     torch.testing.assert_close(plain((4, D), noise=noise()), direct((4, D), noise=noise()), rtol=0, atol=0)
 
 
+def test_ddnm_time_travel_carries_the_reused_noise_up() -> None:
+    """A jump up ``t -> s`` scales what ``x_t`` holds of the measurement noise by ``alpha_s / alpha_t``,
+    and a new run starts from none."""
+    p = problem(0.1)
+    ys = p.y[None].expand(4, -1)
+    sampler = METHODS["ddnm"].build(p.den, p.op, ys, 12, jump=3, resample=3)
+    t, s = sampler.times[6].item(), sampler.times[3].item()
+    sampler.reused = torch.tensor([0.5, 0.25])
+    sampler.step(torch.zeros(4, D), t, s, PerSampleNoise(0, 4))
+    expected = torch.tensor([0.5, 0.25]) * sampler.alpha_sigma(s)[0] / sampler.alpha_sigma(t)[0]
+    torch.testing.assert_close(sampler.reused, expected)
+    sampler.initial((4, D), None, PerSampleNoise(0, 4))
+    assert sampler.reused == 0.0
+
+
 @pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
 def test_noiseless_ddnm_is_ddim_from_the_projected_estimate(eta: float) -> None:
     """With exact ``y``, DDNM is DDIM(eta) run on ``x0_hat`` (Algorithm 1 for eta = 1): same draws, same
