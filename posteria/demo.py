@@ -22,8 +22,10 @@ from posteria.report.figures import image_rows, scatter_panels
 from posteria.report.markdown import machine_line, table
 from posteria.restore import measure, panel_rows, restore
 
-#: (operator, method, steps) restorations shown on held-out digits.
-RESTORATIONS = [("inpaint-box", "ddrm", 20), ("sr4", "ddrm", 20), ("mri4", "ddrm", 20)]
+#: (operator, method, steps) restorations shown on held-out digits: the best method per task at a
+#: demo's budget (4 digits x 3 samples; PSNR of the mean, dB): box DDRM-20 15.9; SR x4 and MRI x4 with
+#: MMPS-50 19.9 and 34.1 where DDRM-20 gave 17.5 and 26.3. The whole demo: 37 s on 2 cores.
+RESTORATIONS = [("inpaint-box", "ddrm", 20), ("sr4", "mmps", 50), ("mri4", "mmps", 50)]
 
 #: (sampler, steps) pairs shown on the exact mixture prior.
 TOY_RUNS = [("ddpm", 200), ("ddim", 50), ("euler", 100), ("heun", 20), ("pc", 100)]
