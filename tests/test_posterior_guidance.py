@@ -373,3 +373,22 @@ def test_bad_input(one_thread: None) -> None:
     # cost accounting: vjps through the prior per step, beyond its forward pass
     assert METHODS["mmps"].build(p.prior, p.op, p.y, 10).denoiser.vjps_per_call == 6
     assert METHODS["dps"].build(p.prior, p.op, p.y, 10).denoiser.vjps_per_call == 1
+
+
+def test_mmps_iterations_follow_the_priors_covariance(tiny_prior: SimpleNamespace, one_thread: None) -> None:
+    """``maxiter="auto"``: 5 CG iterations where the Jacobian is an exact covariance (closed-form
+    denoisers), 2 on a trained network, whose ``A C A^T`` is asymmetric and indefinite; an explicit count
+    wins. tds-mmps follows the same rule."""
+    from posteria.posterior.mmps import EXACT_ITERATIONS, NETWORK_ITERATIONS
+    from posteria.priors import load_prior
+
+    network = load_prior(tiny_prior.folder)
+    exact = GaussianDenoiser.full(VPLinear(), torch.zeros(64), torch.eye(64), event_shape=(1, 8, 8))
+    assert not network.exact_covariance and exact.exact_covariance
+    op = get_operator("inpaint-box", (1, 8, 8), sigma_y=0.05)
+    y = op(torch.zeros(2, 1, 8, 8))
+    for prior, expected in ((exact, EXACT_ITERATIONS), (network, NETWORK_ITERATIONS)):
+        assert METHODS["mmps"].build(prior, op, y, 4).denoiser.maxiter == expected
+        assert METHODS["tds-mmps"].build(prior, op, y, 4).moments.maxiter == expected
+    assert METHODS["mmps"].build(network, op, y, 4, maxiter=7).denoiser.maxiter == 7
+    assert (EXACT_ITERATIONS, NETWORK_ITERATIONS) == (5, 2)
