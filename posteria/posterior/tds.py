@@ -100,7 +100,8 @@ class TDS(DDIM):
     (Weighting by ``p(y | x_0)``, as if ``x_0`` were exact, ignores its remaining error ``~ r(t_min)``: at
     ``sigma_y = 1e-3`` that collapses a group onto one particle, and on a Gaussian prior the mean error
     then grows with the particles, 0.27 to 1.32 posterior sds from 8 to 64; on the lab's 4-subspace
-    mixture in D = 8 with m = 4, ``sigma_y = 0.01``, 1000 steps, sliced W over its floor 1.64, here 0.84.)
+    mixture in D = 8 with m = 4, ``sigma_y = 0.01``, 1000 steps, 500 particles, sliced W over its floor
+    1.64, here 0.84.)
 
     Particles: groups of ``particles`` consecutive samples sharing a measurement; by default the ``n``
     copies that ``solve`` makes of each measurement (so ``n`` is the particle count). Groups never
