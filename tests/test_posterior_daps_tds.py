@@ -26,7 +26,8 @@ from posteria.lab import gaussian_posterior
 from posteria.noise import VPLinear
 from posteria.operators import MatrixOperator, get_operator
 from posteria.posterior import METHODS, solve
-from posteria.posterior.daps import DAPS, jacobian_norm2
+from posteria.posterior.daps import DAPS, jacobian_norm2, likelihood_score
+from posteria.posterior.guidance import real_view
 from posteria.posterior.tds import TDS, effective_sample_size, normalise, systematic_resample
 
 D = 4
@@ -161,6 +162,20 @@ def test_jacobian_norm() -> None:
     phase = get_operator("phase", (1, 8, 8), sigma_y=0.05)
     got = jacobian_norm2(phase, 0.5 * torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
     assert bool(((got > 0.2) & (got <= 0.25 + 1e-9)).all()), got
+
+
+@pytest.mark.parametrize("name", ["inpaint-box", "blur-gauss", "cs25", "mri4"])
+def test_linear_likelihood_score_is_the_autograd_gradient(name: str) -> None:
+    """The closed-form ``A^T (y - A x) / tau^2`` of a linear operator (complex k-space included) is the
+    gradient of ``log N(y; A x, tau^2 I)`` that autograd gives."""
+    op = get_operator(name, (1, 8, 8), sigma_y=0.05)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(3, 1, 8, 8, generator=g), op.measure(torch.randn(3, 1, 8, 8, generator=g), g)
+    with torch.enable_grad():
+        leaf = x.clone().requires_grad_(True)
+        log_like = -0.5 * (real_view(y - op(leaf)) ** 2).sum() / 0.05**2
+        (expected,) = torch.autograd.grad(log_like, leaf)
+    torch.testing.assert_close(likelihood_score(op, y, x, 0.05), expected, rtol=1e-4, atol=1e-3)
 
 
 # --- TDS: more particles, better samples ---------------------------------------------------------------
