@@ -146,9 +146,9 @@ def default_iterations(prior: Denoiser) -> int:
     covariance matches the exact sampler's; 1 iteration leaves 6 to 14% and covariance errors of 40 to
     120% on inpainting, 3 iterations 1 to 2%. A network's ``A C A^T`` is asymmetric and indefinite
     (:attr:`~posteria.denoisers.base.Denoiser.exact_covariance`), and solving it further moves away from
-    the answer: MNIST prior, 30% inpainting, 8 digits, DDPM-100, PSNR 20.3, 20.1, 17.3, 9.7 dB at 1, 3, 5,
-    10 iterations. Two (1) give, in dB: box 15.9 (15.9), SR x4 17.2 (17.7), blur 22.2 (21.6), CS 36.2
-    (35.0), MRI x4 33.1 (30.6): 2 on average (the paper and azula use 1).
+    the answer: MNIST prior (8,000 training steps), 30% inpainting, 8 digits, DDPM-100, PSNR 20.3, 20.1,
+    17.3, 9.7 dB at 1, 3, 5, 10 iterations. Two (1) give, in dB: box 15.9 (15.9), SR x4 17.2 (17.7),
+    blur 22.2 (21.6), CS 36.2 (35.0), MRI x4 33.1 (30.6): 2 on average (the paper and azula use 1).
     """
     return EXACT_ITERATIONS if prior.exact_covariance else NETWORK_ITERATIONS
 
