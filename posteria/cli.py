@@ -106,6 +106,10 @@ def solve(
     ] = None,
     samples: Annotated[int, typer.Option(help="Posterior samples per measurement.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed (measurement noise and sampling).")] = 0,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="A method option: --set eta=1.0, --set sampler=ddim (repeatable)."),
+    ] = None,
 ) -> None:
     """Sample the posterior of an inverse problem y = A(x) + w and score it (PSNR, SSIM, consistency)."""
     import posteria as pa
@@ -117,6 +121,7 @@ def solve(
     from posteria.train.checkpoint import save_json
 
     check_positive("sigma_y", sigma_y)
+    options = _options(set_)
     den = pa.load_prior(prior)
     op = pa.operators.get_operator(operator, den.event_shape, sigma_y=sigma_y)
     if input_image is not None:
@@ -124,8 +129,9 @@ def solve(
     else:
         truth = load_dataset(den.card["data"], "test")[0][: max(test_digits, 1)]
     y = measure(op, truth, seed)
-    result = restore(den, op, y, method, steps, samples, seed, truth=truth, progress=True)
-    metrics = {"prior": prior, "operator": operator, "sigma_y": sigma_y, "n": samples, **result.metrics(op)}
+    result = restore(den, op, y, method, steps, samples, seed, truth=truth, progress=True, **options)
+    metrics = {"prior": prior, "operator": operator, "sigma_y": sigma_y, "n": samples, "options": options}
+    metrics |= result.metrics(op)
     rows, titles = panel_rows(result, op)
     image_rows(rows, out / "panels.png", titles)
     save_grid(result.mean, out / "mean.png", scale=2)
@@ -346,6 +352,10 @@ def bench_restore(
     sigma_y: Annotated[float, typer.Option(help="Measurement noise.")] = 0.05,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     peers: Annotated[bool, typer.Option(help="Also run azula where installed.")] = True,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="A method's option for all its runs: --set ddrm.eta=1 (repeatable)."),
+    ] = None,
 ) -> None:
     """Every method on the restoration tasks: PSNR, SSIM, consistency, NFE, s/image, vs azula."""
     from posteria.bench.restore import TASKS, RestoreBench, plot_psnr, plot_task, report, run_restore
@@ -366,6 +376,7 @@ def bench_restore(
         sigma_y=check_positive("sigma-y", sigma_y),
         seed=seed,
         peers=peers,
+        options=_method_options(set_, list(METHODS)),
     )
     rows, shown = run_restore(spec)
     for task, images in shown.items():
@@ -437,6 +448,36 @@ def _numbers(name: str, text: str, integer: bool = False) -> tuple:
     if not ok:
         raise PosteriaError(f"{name} must be comma-separated {what}, got {text!r}")
     return tuple(int(v) for v in values) if integer else tuple(values)
+
+
+def _options(items: list[str] | None) -> dict[str, object]:
+    """``--set key=value`` items as keyword options; a value is read as a TOML literal (``1``, ``0.5``,
+    ``true``, ``"text"``) and otherwise kept as the word it is (``--set sampler=ddim``)."""
+    import tomllib
+
+    options: dict[str, object] = {}
+    for item in items or []:
+        key, sep, text = (part.strip() for part in item.partition("="))
+        if not sep or not key.isidentifier() or not text:
+            raise PosteriaError(f"--set {item!r}: expected key=value, e.g. --set eta=1.0")
+        try:
+            options[key] = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            options[key] = text
+    return options
+
+
+def _method_options(items: list[str] | None, known: list[str]) -> dict[str, dict[str, object]]:
+    """``--set method.key=value`` items as ``{method: {key: value}}``, methods checked against ``known``."""
+    grouped: dict[str, dict[str, object]] = {}
+    for item in items or []:
+        method, dot, rest = (part.strip() for part in item.partition("."))
+        if method not in known:
+            raise PosteriaError(
+                f"--set {item!r}: expected method.key=value with a method among {', '.join(known)}"
+            )
+        grouped.setdefault(method, {}).update(_options([rest]))
+    return grouped
 
 
 def _choices(name: str, text: str, known: list[str]) -> tuple[str, ...]:

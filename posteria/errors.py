@@ -35,8 +35,22 @@ def check_time(t: torch.Tensor) -> torch.Tensor:
 
 def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     """Raise unless ``value`` is a finite number > 0 (or >= 0 when ``allow_zero``)."""
-    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    try:
+        ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    except TypeError:  # not a number (a string from the command line, None)
+        ok = False
     if not ok:
         bound = ">= 0" if allow_zero else "> 0"
         raise PosteriaError(f"{name} must be a finite number {bound}, got {value!r}")
     return value
+
+
+def check_unit(name: str, value: float) -> float:
+    """``value`` as a float in [0, 1], else one line naming ``name``."""
+    try:
+        ok = 0 <= value <= 1
+    except TypeError:  # not a number
+        ok = False
+    if not ok:
+        raise PosteriaError(f"{name} must lie in [0, 1], got {value!r}")
+    return float(value)

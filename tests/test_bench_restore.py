@@ -82,8 +82,25 @@ def test_the_cli_writes_the_table_the_targets_and_figures(tmp_path, tiny_prior):
         assert (tmp_path / name).stat().st_size > 1000
 
 
+def test_set_options_reach_every_run_of_their_method(tmp_path, tiny_prior):
+    def psnr_of(*extra: str) -> dict[str, float]:
+        out = tmp_path / "-".join(extra or ("default",))
+        args = ["bench", "restore", "--prior", str(tiny_prior.folder), "--out", str(out), "--digits", "2",
+                "--steps", "3", "--reference-steps", "4", "--tasks", "sr4", "--methods", "ddrm,dps",
+                "--no-peers", *extra]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        saved = json.loads((out / "restore.json").read_text())
+        assert saved["settings"]["options"] == ({"ddrm": {"eta": 1.0}} if extra else {})
+        return {r["method"]: r["psnr"] for r in saved["results"]}
+
+    default, changed = psnr_of(), psnr_of("--set", "ddrm.eta=1.0")
+    assert changed["ddrm-3"] != default["ddrm-3"]
+    assert changed["dps-3"] == default["dps-3"] and changed["dps-4"] == default["dps-4"]
+
+
 def test_the_cli_names_a_bad_task_or_method():
-    for option, value in (("--tasks", "sr3"), ("--methods", "dpss")):
+    for option, value in (("--tasks", "sr3"), ("--methods", "dpss"), ("--set", "dpss.zeta=1")):
         result = CliRunner().invoke(app, ["bench", "restore", option, value])
         assert result.exit_code != 0
         assert value in str(result.exception) + result.output

@@ -263,6 +263,22 @@ def test_solve_writes_panels_and_metrics(tmp_path, tiny_prior):
         assert math.isfinite(metrics[key])
 
 
+def test_solve_passes_set_options_to_the_method(tmp_path, tiny_prior):
+    def run(*extra: str) -> dict:
+        out = tmp_path / "-".join(extra or ("default",))
+        args = ["solve", "--prior", str(tiny_prior.folder), "--operator", "sr2", "--method", "ddrm",
+                "--steps", "3", "--test-digits", "2", "--samples", "1", "--out", str(out),
+                *extra]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "metrics.json").read_text())
+
+    default, changed = run(), run("--set", "eta=1", "--set", "spacing=quadratic")
+    assert default["options"] == {}
+    assert changed["options"] == {"eta": 1, "spacing": "quadratic"}
+    assert changed["psnr_mean"] != default["psnr_mean"]  # the options reached DDRM
+
+
 def test_methods_lists_every_method_and_operator(tiny_prior):
     from posteria.posterior import METHODS
 
@@ -280,8 +296,21 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
         (["--operator", "smudge"], "unknown operator 'smudge'"),
         (["--method", "magic"], "unknown method 'magic'"),
         (["--operator", "sr2", "--method", "repaint"], "methods that serve it: "),
+        (["--method", "ddrm", "--set", "eta"], "--set 'eta': expected key=value"),
+        (["--method", "ddrm", "--set", "eta=fast"], "method 'ddrm': eta must lie in [0, 1], got 'fast'"),
+        (["--method", "mmps", "--set", "zeta=1"], "method 'mmps': unknown option(s) for DDPM: zeta"),
+        (["--method", "dps", "--set", "zeta=[1, 2]"], "zeta must be a finite number > 0, got [1, 2]"),
     ],
-    ids=["negative-sigma", "operator", "method", "unsupported"],
+    ids=[
+        "negative-sigma",
+        "operator",
+        "method",
+        "unsupported",
+        "set-form",
+        "set-type",
+        "set-key",
+        "set-list",
+    ],
 )
 def test_solve_bad_input_is_one_line(tmp_path, tiny_prior, monkeypatch, capsys, args, expected):
     line = error_line(

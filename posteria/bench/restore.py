@@ -10,7 +10,7 @@ time per network call against the network's own cost (``overhead``); azula rows 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,7 +40,8 @@ PARTICLE_METHODS = ("tds", "tds-mmps")
 @dataclass
 class RestoreBench:
     """What ``posteria bench restore`` runs: ``digits`` test digits per task, ``n`` samples each (TDS:
-    ``particles``), posterior samplers at ``steps``, DPS also at ``reference_steps``."""
+    ``particles``), posterior samplers at ``steps``, DPS also at ``reference_steps``; ``options`` maps a
+    method to the keyword options of all its runs (``{"ddrm": {"eta": 1.0}}``)."""
 
     prior: str = "mnist"
     tasks: tuple[str, ...] = TASKS
@@ -53,6 +54,7 @@ class RestoreBench:
     sigma_y: float = 0.05
     seed: int = 0
     peers: bool = True
+    options: dict[str, dict[str, object]] = field(default_factory=dict)
 
 
 @dataclass
@@ -125,7 +127,7 @@ def run_task(
     y = measure(operator, x, spec.seed)
     rows, shown = [], {}
     for name, steps, n in tqdm(our_runs(operator, spec), desc=task, leave=False):
-        res = restore(prior, operator, y, name, steps, n, spec.seed)
+        res = restore(prior, operator, y, name, steps, n, spec.seed, **spec.options.get(name, {}))
         label = f"{name}-{steps}" if not METHODS[name].point else name
         row = {"task": task, **score(label, "posteria", operator, y, x, res.samples)}
         rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, cost[n]))

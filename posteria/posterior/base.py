@@ -174,7 +174,12 @@ def prepare(
         )
     n = check_count("n", n)
     steps = chosen.default_steps if steps is None else check_count("steps", steps)
-    return chosen.build(denoiser, operator, y.repeat_interleave(n, dim=0), steps, **options)
+    try:
+        return chosen.build(denoiser, operator, y.repeat_interleave(n, dim=0), steps, **options)
+    except PosteriaError as e:  # say which method refused, e.g. an unknown option of its sampler
+        raise PosteriaError(f"method {method!r}: {e}") from e
+    except (TypeError, ValueError) as e:  # an option of the wrong type, e.g. a word given for a number
+        raise PosteriaError(f"method {method!r}, options {options}: {e}") from e
 
 
 def solve(

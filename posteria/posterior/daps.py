@@ -136,11 +136,11 @@ class DAPS(Sampler):
         self.operator, self.y = operator, y
         self.ode_steps = check_count("ode_steps", ode_steps)
         self.langevin_steps = check_count("langevin_steps", langevin_steps, minimum=0)
-        self.step_size = check_positive("step_size", float(step_size))
+        self.step_size = float(check_positive("step_size", step_size))
         if self.step_size > 1:
             raise PosteriaError(f"step_size must lie in (0, 1] (a fraction of 1 / L), got {step_size!r}")
         sigma_y = gaussian_sigma_y(operator)
-        self.tau = check_positive("tau", float(tau if tau is not None else sigma_y or NOISELESS_TAU))
+        self.tau = float(check_positive("tau", tau if tau is not None else sigma_y or NOISELESS_TAU))
         self.ode_grids = {t: self.ode_grid(t) for t, _ in self.pairs}
         self._linear_norm2: float | None = None
 

@@ -13,10 +13,10 @@ import torch
 
 from posteria import tweedie
 from posteria.denoisers.base import Denoiser
-from posteria.errors import check_positive
+from posteria.errors import check_positive, check_unit
 from posteria.operators.base import LinearOperator
 from posteria.posterior.base import Method, register, transition_builder
-from posteria.posterior.ddrm import Spectral, check_unit, gaussian_sigma_y
+from posteria.posterior.ddrm import Spectral, gaussian_sigma_y
 from posteria.samplers.base import Noise, check_count
 from posteria.samplers.ddim import DDIM
 from posteria.samplers.langevin import langevin_step
@@ -60,7 +60,7 @@ class Replacement(DDIM):
         super().__init__(denoiser, steps, eta=eta, **options)
         self.operator, self.y, self.weight = operator, y, check_unit("weight", weight)
         self.corrector_steps = check_count("corrector_steps", corrector_steps, minimum=0)
-        self.snr = check_positive("snr", float(snr))
+        self.snr = float(check_positive("snr", snr))
 
     @property
     def nfe(self) -> int:

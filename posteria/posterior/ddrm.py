@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from posteria.denoisers.base import Denoiser
-from posteria.errors import PosteriaError
+from posteria.errors import check_unit
 from posteria.operators.base import Operator
 from posteria.operators.noise_models import GaussianNoise
 from posteria.operators.svd import ImplicitSVD
@@ -25,13 +25,6 @@ from posteria.samplers.base import Noise, Sampler
 def gaussian_sigma_y(operator: Operator) -> float:
     """``sigma_y`` of Gaussian measurement noise; 0 for other noise models (``y`` is then taken as exact)."""
     return operator.noise.sigma_y if isinstance(operator.noise, GaussianNoise) else 0.0
-
-
-def check_unit(name: str, value: float) -> float:
-    """``value`` as a float in [0, 1], else one line naming ``name``."""
-    if not 0 <= value <= 1:
-        raise PosteriaError(f"{name} must lie in [0, 1], got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)

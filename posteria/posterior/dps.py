@@ -71,7 +71,7 @@ class DPSDenoiser(GuidedDenoiser):
         zeta: float = 1.0,
     ) -> None:
         super().__init__(prior, operator, y)
-        self.zeta = check_positive("zeta", float(zeta))
+        self.zeta = float(check_positive("zeta", zeta))
         self.register_buffer("times", times.to(torch.float64))
         self.register_buffer("weights", weights.to(torch.float64))
 
@@ -114,7 +114,7 @@ class DPSLikelihoodDenoiser(GuidedDenoiser):
         self, prior: Denoiser, operator: Operator, y: torch.Tensor, scale: float = 1.0, limit: bool = True
     ) -> None:
         super().__init__(prior, operator, y)
-        self.scale, self.limit = check_positive("scale", float(scale)), bool(limit)
+        self.scale, self.limit = float(check_positive("scale", scale)), bool(limit)
         self.sigma_y = check_positive("sigma_y (dps-squared needs noisy measurements)", operator.sigma_y)
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:

@@ -64,7 +64,7 @@ class MMPSDenoiser(GuidedDenoiser):
         super().__init__(prior, operator, y)
         maxiter = default_iterations(prior) if maxiter == "auto" else maxiter
         self.maxiter = None if maxiter is None else check_count("maxiter", maxiter)
-        self.rtol = None if rtol is None else check_positive("rtol", float(rtol))
+        self.rtol = None if rtol is None else float(check_positive("rtol", rtol))
         self.precondition = bool(precondition) and operator.svd is not None
         self.sigma_y = operator.sigma_y
 

@@ -49,7 +49,7 @@ class PiGDMDenoiser(GuidedDenoiser):
         self, prior: Denoiser, operator: LinearOperator, y: torch.Tensor, scale: float = 1.0
     ) -> None:
         super().__init__(prior, operator, y)
-        self.scale = check_positive("scale", float(scale))
+        self.scale = float(check_positive("scale", scale))
         self.sigma_y = operator.sigma_y
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 
 from posteria.denoisers.base import Denoiser
-from posteria.errors import PosteriaError
+from posteria.errors import PosteriaError, check_unit
 from posteria.operators.base import LinearOperator, Operator
 from posteria.posterior.base import Method, register, transition_builder
 from posteria.posterior.daps import operator_norm2
 from posteria.posterior.ddnm import match
-from posteria.posterior.ddrm import check_unit, gaussian_sigma_y
+from posteria.posterior.ddrm import gaussian_sigma_y
 from posteria.posterior.guidance import real_view
 from posteria.posterior.mmps import MMPSDenoiser
 from posteria.samplers.base import Noise, check_count

@@ -8,7 +8,7 @@ import torch
 
 from posteria import tweedie
 from posteria.denoisers.base import Denoiser
-from posteria.errors import PosteriaError
+from posteria.errors import PosteriaError, check_unit
 from posteria.samplers.base import Noise, Sampler
 
 
@@ -25,10 +25,8 @@ class DDIM(Sampler):
     """
 
     def __init__(self, denoiser: Denoiser, steps: int, eta: float = 0.0, **options: object) -> None:
-        if not 0 <= eta <= 1:
-            raise PosteriaError(f"eta must lie in [0, 1], got {eta!r}")
         super().__init__(denoiser, steps, **options)
-        self.eta = float(eta)
+        self.eta = check_unit("eta", eta)
 
     def transition(self, t: float, s: float) -> tuple[float, float, float]:
         """``(alpha_s, sqrt(sigma_s^2 - c^2), c)``: the weights of ``x0``, ``eps`` and ``z`` in ``x_s``."""
