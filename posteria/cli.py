@@ -142,8 +142,9 @@ def solve(
 
 @app.command("methods")
 def methods_cmd() -> None:
-    """List the posterior methods, what each needs, and the operators."""
+    """List the posterior methods, what each needs, their options, and the operators."""
     from posteria.operators import OPERATORS
+    from posteria.options import describe
     from posteria.posterior import methods
 
     for m in methods():
@@ -151,6 +152,7 @@ def methods_cmd() -> None:
         typer.echo(
             f"{m['name']:<12} {m['summary']} [needs: {needs}; {m['default_steps']} steps] ({m['reference']})"
         )
+        typer.echo(f"{'':<12} options (--set key=value): {describe(m['options'])}")
     typer.echo("operators: " + ", ".join(OPERATORS))
 
 
@@ -324,7 +326,7 @@ def bench_quality(
         str | None,
         typer.Option(
             help="Comma-separated sampler:steps[:spacing] runs "
-            "[default: ddpm:1000,ddim:50,ddim:20,heun:18:karras]."
+            "(default: ddpm:1000,ddim:50,ddim:20,heun:18:karras)."
         ),
     ] = None,
     name: Annotated[str, typer.Option(help="Base name of the result files.")] = "quality",
@@ -343,8 +345,8 @@ def bench_restore(
         "out/bench"
     ),
     prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
-    tasks: Annotated[str | None, typer.Option(help="Comma-separated operators [default: the six].")] = None,
-    methods: Annotated[str | None, typer.Option(help="Comma-separated methods [default: all].")] = None,
+    tasks: Annotated[str | None, typer.Option(help="Comma-separated operators (default: the six).")] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated methods (default: all).")] = None,
     digits: Annotated[int, typer.Option(help="Held-out test digits per task.")] = 16,
     samples: Annotated[int, typer.Option(help="Samples per digit (psnr_mean: PSNR of their mean).")] = 1,
     steps: Annotated[int, typer.Option(help="Steps of the posterior samplers.")] = 100,
@@ -397,7 +399,7 @@ def bench_posterior(
     measurements: Annotated[str, typer.Option(help="Comma-separated measurement counts m.")] = "1,4",
     noise: Annotated[str, typer.Option(help="Comma-separated measurement noises sigma_y.")] = "0.1,0.01",
     budgets: Annotated[str, typer.Option(help="Comma-separated step budgets.")] = "10,100,1000",
-    methods: Annotated[str | None, typer.Option(help="Comma-separated methods [default: all].")] = None,
+    methods: Annotated[str | None, typer.Option(help="Comma-separated methods (default: all).")] = None,
     samples: Annotated[int, typer.Option(help="Samples per measurement.")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:

@@ -298,7 +298,7 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
         (["--operator", "sr2", "--method", "repaint"], "methods that serve it: "),
         (["--method", "ddrm", "--set", "eta"], "--set 'eta': expected key=value"),
         (["--method", "ddrm", "--set", "eta=fast"], "method 'ddrm': eta must lie in [0, 1], got 'fast'"),
-        (["--method", "mmps", "--set", "zeta=1"], "method 'mmps': unknown option(s) for DDPM: zeta"),
+        (["--method", "mmps", "--set", "zeta=1"], "'mmps' takes no option zeta; its options: sampler="),
         (["--method", "dps", "--set", "zeta=[1, 2]"], "zeta must be a finite number > 0, got [1, 2]"),
     ],
     ids=[

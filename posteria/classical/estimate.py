@@ -9,7 +9,6 @@ baseline exactly as a posterior method: its ``n`` "samples" of a measurement are
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 
 import torch
@@ -45,17 +44,6 @@ class PointEstimate:
         return f"PointEstimate(nfe={self.nfe})"
 
 
-def check_options(estimate: Estimate, options: dict[str, object]) -> None:
-    """One line naming the options that ``estimate`` does not take, and those it does."""
-    accepted = list(inspect.signature(estimate).parameters)[4:]
-    unknown = sorted(set(options) - set(accepted))
-    if unknown:
-        raise PosteriaError(
-            f"unknown option(s) for {estimate.__name__}: {', '.join(unknown)}; "
-            f"it takes: {', '.join(accepted) or 'none'}"
-        )
-
-
 def register_estimate(
     estimate: Estimate,
     name: str,
@@ -70,9 +58,10 @@ def register_estimate(
     def build(
         denoiser: Denoiser | None, operator: Operator, y: torch.Tensor, steps: int, **options: object
     ) -> PointEstimate:
-        check_options(estimate, options)
         run = lambda: estimate(denoiser, operator, y, steps, **options)  # noqa: E731
         return PointEstimate(run, nfe=steps if prior else 0)
 
-    method = Method(name, summary, reference, needs, build, default_steps, prior=prior, point=True)
+    method = Method(
+        name, summary, reference, needs, build, default_steps, prior=prior, point=True, options_of=(estimate,)
+    )
     return register(method)

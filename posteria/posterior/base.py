@@ -23,6 +23,7 @@ from posteria.operators.base import Operator
 from posteria.operators.identity import Identity
 from posteria.operators.mask import Mask
 from posteria.operators.noise_models import GaussianNoise
+from posteria.options import describe, option_defaults
 from posteria.random import PerSampleNoise
 from posteria.samplers.base import Noise, Sampler, check_count
 
@@ -41,18 +42,6 @@ class Runner(Protocol):
 Builder = Callable[..., Runner]
 
 
-def transition_builder(sampler_class: type[Sampler]) -> Builder:
-    """The :data:`Builder` of a transition method whose sampler is constructed as
-    ``sampler_class(denoiser, steps, operator, y, **options)`` (DDRM, DDNM, RePaint, DAPS, TDS, ...)."""
-
-    def build(
-        denoiser: Denoiser, operator: Operator, y: torch.Tensor, steps: int, **options: object
-    ) -> Sampler:
-        return sampler_class(denoiser, steps, operator, y, **options)
-
-    return build
-
-
 @dataclass(frozen=True)
 class Method:
     """A posterior sampling method.
@@ -66,6 +55,9 @@ class Method:
         default_steps: the step count of the method's paper (iterations for a classical baseline).
         prior: whether it uses the denoiser (classical baselines may not: ``solve(None, ...)``).
         point: whether it returns one point estimate per measurement rather than samples.
+        options_of: what receives the keyword options of ``solve`` (the builder, the sampler class,
+            the estimate), most specific first; their keyword parameters are the method's options
+            (:func:`posteria.options.option_defaults`). Empty: not checked or listed.
     """
 
     name: str
@@ -76,6 +68,11 @@ class Method:
     default_steps: int = 100
     prior: bool = True
     point: bool = False
+    options_of: tuple[Callable[..., object], ...] = ()
+
+    def options(self) -> dict[str, object]:
+        """``{name: default}`` of the keyword options the method takes."""
+        return option_defaults(self.options_of)
 
 
 #: What an operator can offer a method.
@@ -98,6 +95,18 @@ def register(method: Method) -> Method:
         raise ValueError(f"method {method.name} needs unknown capabilities {sorted(unknown)}")
     METHODS[method.name] = method
     return method
+
+
+def transition_method(sampler_class: type[Sampler], **fields: object) -> Method:
+    """The :class:`Method` of a sampler subclass constructed as ``sampler_class(denoiser, steps, operator,
+    y, **options)`` (DDRM, DDNM, RePaint, DAPS, TDS, ...): its options are the constructor's."""
+
+    def build(
+        denoiser: Denoiser, operator: Operator, y: torch.Tensor, steps: int, **options: object
+    ) -> Sampler:
+        return sampler_class(denoiser, steps, operator, y, **options)
+
+    return Method(build=build, options_of=(sampler_class,), **fields)
 
 
 def capabilities(operator: Operator) -> set[str]:
@@ -136,7 +145,7 @@ def check_method(name: str, operator: Operator) -> Method:
 
 
 def methods() -> list[dict[str, object]]:
-    """Each registered method with its summary, reference, needs and default steps."""
+    """Each registered method with its summary, reference, needs, default steps and options."""
     return [
         {
             "name": m.name,
@@ -146,9 +155,22 @@ def methods() -> list[dict[str, object]]:
             "default_steps": m.default_steps,
             "prior": m.prior,
             "point": m.point,
+            "options": m.options(),
         }  # fmt: skip
         for m in sorted(METHODS.values(), key=lambda m: m.name)
     ]
+
+
+def check_options(method: Method, options: dict[str, object]) -> None:
+    """One line naming the options ``method`` does not take, and those it does."""
+    accepted = method.options()
+    # another sampler than the default (sampler="pc") checks its own options
+    checked = method.options_of and "sampler" not in options
+    unknown = sorted(set(options) - set(accepted)) if checked else []
+    if unknown:
+        raise PosteriaError(
+            f"method {method.name!r} takes no option {', '.join(unknown)}; its options: {describe(accepted)}"
+        )
 
 
 def prepare(
@@ -172,6 +194,7 @@ def prepare(
             f"the prior's samples have shape {tuple(event_shape)} but the operator expects "
             f"{operator.event_shape}"
         )
+    check_options(chosen, options)
     n = check_count("n", n)
     steps = chosen.default_steps if steps is None else check_count("steps", steps)
     try:

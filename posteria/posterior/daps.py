@@ -13,7 +13,7 @@ import torch
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_positive
 from posteria.operators.base import Operator
-from posteria.posterior.base import Method, register, transition_builder
+from posteria.posterior.base import register, transition_method
 from posteria.posterior.ddnm import match
 from posteria.posterior.ddrm import gaussian_sigma_y
 from posteria.posterior.guidance import real_view
@@ -210,12 +210,12 @@ class DAPS(Sampler):
 
 
 register(
-    Method(
+    transition_method(
+        DAPS,
         name="daps",
         summary="Decoupled annealing: ODE estimate of x0, Langevin on p(x0 | x_t, y), fresh re-noising",
         reference=REFERENCE,
         needs=("gaussian",),
-        build=transition_builder(DAPS),
         default_steps=100,
     )
 )

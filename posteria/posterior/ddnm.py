@@ -15,7 +15,7 @@ from posteria import tweedie
 from posteria.denoisers.base import Denoiser
 from posteria.errors import check_positive, check_unit
 from posteria.operators.base import LinearOperator
-from posteria.posterior.base import Method, register, transition_builder
+from posteria.posterior.base import register, transition_method
 from posteria.posterior.ddrm import Spectral, gaussian_sigma_y
 from posteria.samplers.base import Noise, check_count
 from posteria.samplers.ddim import DDIM
@@ -200,13 +200,13 @@ class DDNM(DDIM):
 
 
 register(
-    Method(
+    transition_method(
+        Replacement,
         name="replacement",
         summary="Replace the measured part of each noisy state by the forward-noised measurement",
         reference="Song, Shen, Xing & Ermon (2022), Solving inverse problems in medical imaging with "
         "score-based generative models, ICLR",
         needs=("linear",),
-        build=transition_builder(Replacement),
         default_steps=1000,
     )
 )

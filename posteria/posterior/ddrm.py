@@ -18,7 +18,7 @@ from posteria.errors import check_unit
 from posteria.operators.base import Operator
 from posteria.operators.noise_models import GaussianNoise
 from posteria.operators.svd import ImplicitSVD
-from posteria.posterior.base import Method, register, transition_builder
+from posteria.posterior.base import register, transition_method
 from posteria.samplers.base import Noise, Sampler
 
 
@@ -127,12 +127,12 @@ class DDRM(Sampler):
 
 
 register(
-    Method(
+    transition_method(
+        DDRM,
         name="ddrm",
         summary="Denoising diffusion restoration: DDIM in the SVD basis of A, conditioned per singular value",
         reference="Kawar, Elad, Ermon & Song (2022), Denoising diffusion restoration models, NeurIPS",
         needs=("linear", "svd", "gaussian"),
-        build=transition_builder(DDRM),
         default_steps=20,
     )
 )

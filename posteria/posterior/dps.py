@@ -12,7 +12,7 @@ from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_choice, check_positive
 from posteria.operators.base import Operator
 from posteria.posterior.base import Method, register
-from posteria.posterior.guidance import GuidedDenoiser, guided_sampler, real_view
+from posteria.posterior.guidance import GuidedDenoiser, guided_options, guided_sampler, real_view
 from posteria.samplers import get_sampler
 from posteria.samplers.base import Sampler
 from posteria.samplers.ddim import DDIM
@@ -179,6 +179,7 @@ register(
         reference=REFERENCE,
         needs=(),
         build=build_dps,
+        options_of=guided_options(build_dps),
         default_steps=1000,
     )
 )
@@ -189,6 +190,7 @@ register(
         reference=REFERENCE,
         needs=("gaussian",),
         build=build_dps_squared,
+        options_of=guided_options(build_dps_squared),
         default_steps=1000,
     )
 )

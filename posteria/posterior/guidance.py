@@ -21,6 +21,7 @@ from posteria.operators.base import Operator
 from posteria.operators.linalg import conjugate_gradient
 from posteria.samplers import get_sampler
 from posteria.samplers.base import Sampler
+from posteria.samplers.ddim import DDIM
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -124,6 +125,12 @@ def solve_measurements(
 
     w = conjugate_gradient(real_matvec, real_view(W(wide)), rtol=rtol, max_iter=maxiter)
     return W(complex_view(w, wide)).to(b.dtype)
+
+
+def guided_options(build: Callable[..., object]) -> tuple[Callable[..., object], ...]:
+    """What receives a guided method's options: its builder, then its default samplers (DDPM, or DDIM
+    with ``eta``). With another ``sampler=`` that sampler checks its own options."""
+    return (build, DDIM)
 
 
 def guided_sampler(

@@ -11,6 +11,7 @@ from posteria.posterior.base import Method, register
 from posteria.posterior.guidance import (
     GuidedDenoiser,
     Matvec,
+    guided_options,
     guided_sampler,
     real_view,
     solve_measurements,
@@ -178,6 +179,7 @@ register(
         reference=REFERENCE,
         needs=("linear", "gaussian"),
         build=build_mmps,
+        options_of=guided_options(build_mmps),
         default_steps=100,
     )
 )

@@ -8,7 +8,13 @@ from posteria.denoisers.base import Denoiser
 from posteria.errors import check_positive
 from posteria.operators.base import LinearOperator
 from posteria.posterior.base import Method, register
-from posteria.posterior.guidance import GuidedDenoiser, guided_sampler, solve_measurements, vjp
+from posteria.posterior.guidance import (
+    GuidedDenoiser,
+    guided_options,
+    guided_sampler,
+    solve_measurements,
+    vjp,
+)
 from posteria.samplers.base import Sampler
 from posteria.tensors import expand_like
 
@@ -98,6 +104,7 @@ register(
         reference=REFERENCE,
         needs=("linear", "gaussian"),
         build=build_pigdm,
+        options_of=guided_options(build_pigdm),
         default_steps=100,
     )
 )

@@ -14,7 +14,7 @@ import torch
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_unit
 from posteria.operators.base import LinearOperator, Operator
-from posteria.posterior.base import Method, register, transition_builder
+from posteria.posterior.base import register, transition_method
 from posteria.posterior.daps import operator_norm2
 from posteria.posterior.ddnm import match
 from posteria.posterior.ddrm import gaussian_sigma_y
@@ -115,6 +115,8 @@ class TDS(DDIM):
     rule; 1 resamples every step as Algorithm 1 does), 100 steps.
     Shapes: ``x_t`` (N, *event), ``N = G K``, sample ``i`` conditioned on ``y[i]``.
     """
+
+    fixed_options = ("eta",)  # the twisted proposals are DDPM's
 
     def __init__(
         self,
@@ -253,22 +255,22 @@ class MomentTDS(TDS):
 
 
 register(
-    Method(
+    transition_method(
+        TDS,
         name="tds",
         summary="Twisted diffusion sampler: SMC over the n copies of a measurement, twisted DDPM proposals",
         reference=REFERENCE,
         needs=("gaussian",),
-        build=transition_builder(TDS),
         default_steps=100,
     )
 )
 register(
-    Method(
+    transition_method(
+        MomentTDS,
         name="tds-mmps",
         summary="TDS with MMPS's moment-matched twist and proposal (Tweedie covariance by CG)",
         reference=REFERENCE,
         needs=("linear", "gaussian"),
-        build=transition_builder(MomentTDS),
         default_steps=100,
     )
 )

@@ -10,7 +10,7 @@ import torch
 from posteria.denoisers.base import Denoiser
 from posteria.operators.base import LinearOperator
 from posteria.operators.mask import Mask
-from posteria.posterior.base import Method, register, transition_builder
+from posteria.posterior.base import register, transition_method
 from posteria.posterior.ddnm import DDNM, Replacement
 from posteria.samplers.base import Noise, Sampler, check_count
 
@@ -93,6 +93,8 @@ class RePaint(TimeTravel, Replacement):
     models, CVPR.
     """
 
+    fixed_options = ("eta",)
+
     def __init__(
         self, denoiser: Denoiser, steps: int, operator: Mask, y: torch.Tensor, **options: object
     ) -> None:
@@ -116,25 +118,25 @@ class TimeTravelDDNM(TimeTravel, DDNM):
 
 
 register(
-    Method(
+    transition_method(
+        RePaint,
         name="repaint",
         summary="Inpainting by replacement with resampling jumps back in time (RePaint)",
         reference="Lugmayr et al. (2022), RePaint: inpainting using denoising diffusion probabilistic "
         "models, CVPR",
         needs=("mask",),
-        build=transition_builder(RePaint),
         default_steps=250,
     )
 )
 register(
-    Method(
+    transition_method(
+        TimeTravelDDNM,
         name="ddnm",
         summary="Null-space model: project each denoised estimate onto A x = y, then step (DDNM+ if noisy); "
         "time travel with resample > 1",
         reference="Wang, Yu & Zhang (2023), Zero-shot image restoration using denoising diffusion null-space "
         "model, ICLR",
         needs=("linear",),
-        build=transition_builder(TimeTravelDDNM),
         default_steps=100,
     )
 )

@@ -65,6 +65,9 @@ class Sampler:
     (Design after azula and k-diffusion: a sampler is a short pure loop over ``(denoiser, x, times)``.)
     """
 
+    #: Options of a base class that this sampler sets itself (DDPM's ``eta = 1``): not the user's to give.
+    fixed_options: tuple[str, ...] = ()
+
     def __init__(
         self,
         denoiser: Denoiser,

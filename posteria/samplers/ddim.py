@@ -57,6 +57,8 @@ class DDPM(DDIM):
     exactly DDPM's ``t = i / 1000``.
     """
 
+    fixed_options = ("eta",)
+
     def __init__(self, denoiser: Denoiser, steps: int, **options: object) -> None:
         if "eta" in options:
             raise PosteriaError("eta is fixed to 1 for ddpm; use the ddim sampler for other values")
