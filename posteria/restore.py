@@ -16,6 +16,7 @@ from posteria.denoisers.base import Denoiser
 from posteria.metrics.image import consistency, psnr, ssim
 from posteria.operators.base import Operator
 from posteria.posterior.base import prepare, run_prepared
+from posteria.random import PerSampleNoise
 
 
 @dataclass
@@ -85,8 +86,11 @@ def restore(
 
 
 def measure(operator: Operator, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """``y = A(x) + w`` with the noise drawn from a generator seeded by ``seed``."""
-    return operator.measure(x, torch.Generator().manual_seed(seed))
+    """``y = A(x) + w`` for x (B, *event): the noise of measurement ``i`` comes from stream ``i`` of
+    ``seed`` (:class:`~posteria.random.PerSampleNoise`), so digit ``i`` is measured alike whatever the
+    number of digits."""
+    streams = PerSampleNoise(seed, x.shape[0]).generators
+    return torch.cat([operator.measure(x[i : i + 1], g) for i, g in enumerate(streams)])
 
 
 def measurement_image(operator: Operator, y: torch.Tensor) -> torch.Tensor | None:

@@ -342,6 +342,17 @@ def test_measure_is_reproducible_with_a_seeded_generator() -> None:
     assert op.log_likelihood(y1, x).shape == (3,)
 
 
+@pytest.mark.parametrize("name", ["inpaint-box", "sr4", "cs10", "mri4", "phase"])
+def test_a_digit_is_measured_alike_whatever_the_number_of_digits(name: str) -> None:
+    """``posteria solve --test-digits 1`` and ``--test-digits 2`` give digit 0 the same y."""
+    from posteria.restore import measure
+
+    op = ops.get_operator(name, (1, 8, 8), sigma_y=0.1, generator=torch.Generator().manual_seed(0))
+    x = _signal(op)
+    assert torch.equal(measure(op, x[:1], seed=5), measure(op, x, seed=5)[:1])
+    assert not torch.equal(measure(op, x, seed=5), measure(op, x, seed=6))
+
+
 # --- registry and bad input ---------------------------------------------------------------------------------
 
 
