@@ -62,6 +62,7 @@ def sample(
     batch_size: Annotated[int, typer.Option(help="Samples per network batch.")] = 256,
 ) -> None:
     """Sample a prior; writes OUT/samples.png and OUT/metrics.json (FD against held-out digits, time)."""
+    _start(out, seed)
     import time
 
     import torch
@@ -90,7 +91,10 @@ def sample(
 
 @app.command()
 def solve(
-    out: Annotated[Path, typer.Option(help="Folder for panels.png, mean.png, std.png and metrics.json.")],
+    out: Annotated[
+        Path,
+        typer.Option(help="Folder for panels, measurement, samples, mean, std (PNG) and metrics.json."),
+    ],
     prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
     operator: Annotated[
         str, typer.Option(help="Measurement operator (see `posteria methods`).")
@@ -112,30 +116,27 @@ def solve(
     ] = None,
 ) -> None:
     """Sample the posterior of an inverse problem y = A(x) + w and score it (PSNR, SSIM, consistency)."""
+    _start(out, seed)
     import posteria as pa
-    from posteria.data import load_dataset
     from posteria.errors import check_positive
-    from posteria.io import read_image, save_grid
-    from posteria.report.figures import image_rows
-    from posteria.restore import measure, panel_rows, restore
+    from posteria.restore import held_out_digits, input_truth, measure, restore, save_restoration
     from posteria.train.checkpoint import save_json
 
     check_positive("sigma_y", sigma_y)
     options = _options(set_)
     den = pa.load_prior(prior)
     op = pa.operators.get_operator(operator, den.event_shape, sigma_y=sigma_y)
+    metrics = {"prior": prior, "operator": operator, "sigma_y": sigma_y, "n": samples, "options": options}
     if input_image is not None:
-        truth = read_image(input_image, channels=den.event_shape[0], size=tuple(den.event_shape[1:]))[None]
+        truth, size = input_truth(input_image, den.event_shape)
+        metrics |= {"input": str(input_image), "input_size": list(size)}
     else:
-        truth = load_dataset(den.card["data"], "test")[0][: max(test_digits, 1)]
+        truth = held_out_digits(den.card["data"], test_digits)
+        metrics["test_digits"] = truth.shape[0]
     y = measure(op, truth, seed)
     result = restore(den, op, y, method, steps, samples, seed, truth=truth, progress=True, **options)
-    metrics = {"prior": prior, "operator": operator, "sigma_y": sigma_y, "n": samples, "options": options}
     metrics |= result.metrics(op)
-    rows, titles = panel_rows(result, op)
-    image_rows(rows, out / "panels.png", titles)
-    save_grid(result.mean, out / "mean.png", scale=2)
-    save_grid(result.std / result.std.max().clamp_min(1e-8) * 2 - 1, out / "std.png", scale=2)
+    save_restoration(result, op, out)
     save_json(metrics, out / "metrics.json")
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 
@@ -163,6 +164,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """The main job on the bundled prior (under 2 minutes on 2 CPU cores): writes OUT/index.md."""
+    _start(out, seed)
     from posteria.demo import run_demo
 
     typer.echo(f"wrote {run_demo(out, prior, seed)}")
@@ -205,6 +207,7 @@ def train_classifier_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Train the digit classifier used for the offline Frechet distance (FD) and confidence."""
+    _start(out, seed)
     from posteria.data import load_dataset
     from posteria.priors import save_network
     from posteria.train.classifier import accuracy, train_classifier
@@ -236,10 +239,11 @@ def train_regressor_cmd(
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """Train the masked-autoencoder-style regression baseline (method ``regression``)."""
+    _start(out, seed)
     from posteria.classical.regression import RegressorTraining, regression_error, train_regressor
     from posteria.data import load_dataset
+    from posteria.errors import check_count
     from posteria.priors import save_network
-    from posteria.samplers.base import check_count
 
     x, _ = load_dataset(data, "train")
     settings = RegressorTraining(steps=check_count("steps", steps), seed=seed)
@@ -276,6 +280,7 @@ def bench_all(
     an index.md linking every table and figure."""
     if ctx.invoked_subcommand is not None:
         return
+    _start(out, seed)
     from posteria.bench.index import suite_files, write_index
 
     bench_speed(out=out, batch=16 if quick else 64, repeats=1 if quick else 3)
@@ -309,6 +314,7 @@ def bench_speed(
     repeats: Annotated[int, typer.Option(help="Timed repeats (the best is kept).")] = 3,
 ) -> None:
     """Training images/s, denoiser evaluations/s, DDIM-50 wall time and sampler overhead."""
+    _start(out)
     from posteria.bench.speed import run_speed
 
     _write_results(out, "speed", [run_speed(prior, batch, repeats=repeats)], "Speed")
@@ -332,6 +338,7 @@ def bench_quality(
     name: Annotated[str, typer.Option(help="Base name of the result files.")] = "quality",
 ) -> None:
     """FD of N samples per sampler and step budget, next to the floor of N training digits."""
+    _start(out, seed)
     from posteria.bench.quality import parse_runs, plot_quality, run_quality
 
     rows = run_quality(prior, n, seed, parse_runs(runs) if runs else None)
@@ -360,12 +367,12 @@ def bench_restore(
     ] = None,
 ) -> None:
     """Every method on the restoration tasks: PSNR, SSIM, consistency, NFE, s/image, vs azula."""
+    _start(out, seed)
     from posteria.bench.restore import TASKS, RestoreBench, plot_psnr, plot_task, report, run_restore
-    from posteria.errors import check_positive
+    from posteria.errors import check_count, check_positive
     from posteria.io import atomic_write_text
     from posteria.operators.registry import OPERATORS
     from posteria.posterior import METHODS
-    from posteria.samplers.base import check_count
 
     spec = RestoreBench(
         prior=prior,
@@ -405,14 +412,15 @@ def bench_posterior(
 ) -> None:
     """Every method against the exact posterior of a low-rank mixture prior, next to the Monte-Carlo
     floor; and the seed chapter's Figure 7.11 (DPS variance collapse) with MMPS."""
+    _start(out, seed)
     import json
 
     from posteria.bench.figure711 import figure_7_11
     from posteria.bench.posterior import PosteriorBench, best_per_budget, plot_posterior, run_posterior
+    from posteria.errors import check_count
     from posteria.io import atomic_write_text
     from posteria.posterior import METHODS
     from posteria.report.markdown import machine, machine_line, table
-    from posteria.samplers.base import check_count
 
     spec = PosteriorBench(
         dims=_numbers("dims", dims, integer=True),
@@ -436,6 +444,15 @@ def bench_posterior(
     )
     atomic_write_text(out / "posterior.md", markdown)
     typer.echo(markdown)
+
+
+def _start(out: Path, seed: int = 0) -> None:
+    """Check ``seed`` and that ``out`` can be a folder before any long work, so either fails first."""
+    from posteria.errors import check_seed
+    from posteria.io import check_output_folder
+
+    check_seed(seed)
+    check_output_folder(out)
 
 
 def _numbers(name: str, text: str, integer: bool = False) -> tuple:
@@ -495,6 +512,11 @@ def main() -> None:
         app()  # standalone: click prints its own usage errors and exits 2
     except PosteriaError as e:
         typer.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises a RuntimeError
+        if not isinstance(e, MemoryError) and "alloc" not in str(e):
+            raise
+        typer.echo("error: out of memory: ask for fewer steps, samples or digits", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
@@ -33,10 +34,31 @@ def check_time(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def check_count(name: str, value: object, minimum: int = 1) -> int:
+    """Return ``value`` as an int if it is an integer >= ``minimum``, else raise one line naming ``name``."""
+    try:
+        count = operator.index(value)  # ints and integer numpy scalars, not floats or bools
+    except TypeError:
+        count = None
+    if count is None or isinstance(value, bool) or count < minimum:
+        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise PosteriaError(f"{name} must be {expected}, got {value!r}")
+    return count
+
+
+def check_seed(seed: object) -> int:
+    """``seed`` if torch's generators take it: an integer in [0, 2**63)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise PosteriaError(f"seed must be an integer in [0, 2**63), got {seed!r}")
+    return seed
+
+
 def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
     """Raise unless ``value`` is a finite number > 0 (or >= 0 when ``allow_zero``)."""
-    try:
-        ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    try:  # true / false are not numbers here, though Python's bools are ints
+        ok = (
+            not isinstance(value, bool) and math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+        )
     except TypeError:  # not a number (a string from the command line, None)
         ok = False
     if not ok:
@@ -48,7 +70,7 @@ def check_positive(name: str, value: float, allow_zero: bool = False) -> float:
 def check_unit(name: str, value: float) -> float:
     """``value`` as a float in [0, 1], else one line naming ``name``."""
     try:
-        ok = 0 <= value <= 1
+        ok = not isinstance(value, bool) and 0 <= value <= 1
     except TypeError:  # not a number
         ok = False
     if not ok:

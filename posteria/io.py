@@ -25,6 +25,7 @@ __all__ = [
     "IMAGE_SUFFIXES",
     "atomic_write_bytes",
     "atomic_write_text",
+    "check_output_folder",
     "from_uint8",
     "read_image",
     "save_grid",
@@ -63,6 +64,20 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None
             os.unlink(tmp)
         raise
     return path
+
+
+def check_output_folder(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a folder that results can be written to (created later, with its parents, by the first
+    write), or one line saying why not: commands call it before a long run, so that a bad ``--out``
+    fails first, and without creating anything, so that bad input leaves nothing behind."""
+    folder = Path(path)
+    existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        what = "is a file" if existing == folder else f"is under the file {str(existing)!r}"
+        raise PosteriaError(f"out {str(folder)!r} {what}; expected a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise PosteriaError(f"out {str(folder)!r}: cannot write into {str(existing)!r}")
+    return folder
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -174,8 +174,8 @@ def time_grid(
     t_min = schedule.t_min if t_min is None else t_min
     if steps < 1:
         raise PosteriaError(f"steps must be a positive integer, got {steps}")
-    if not 0 < t_min < 1:
-        raise PosteriaError(f"t_min must lie in (0, 1), got {t_min}")
+    if isinstance(t_min, bool) or not isinstance(t_min, int | float) or not 0 < t_min < 1:
+        raise PosteriaError(f"t_min must lie in (0, 1), got {t_min!r}")
     u = torch.linspace(0, 1, steps, dtype=torch.float64) if steps > 1 else torch.zeros(1)
     if spacing == "uniform":
         t = 1 - u * (1 - t_min)

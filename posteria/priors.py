@@ -99,6 +99,8 @@ def load_classifier(name_or_path: str | Path = "mnist") -> DigitClassifier:
 
 def load_regressor(name_or_path: str | Path = "mnist") -> MaskedRegressor:
     """A shipped masked regression network (the ``regression`` baseline) by name or folder, eval mode."""
+    if not isinstance(name_or_path, str | Path):
+        raise PosteriaError(f"network must be a shipped name or a folder, got {name_or_path!r}")
     return _load_network(name_or_path, "regressors", lambda c: MaskedRegressor(UNetConfig.from_dict(c)))
 
 

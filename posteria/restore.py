@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from posteria.denoisers.base import Denoiser
+from posteria.errors import PosteriaError, check_count
+from posteria.io import read_image, save_grid
 from posteria.metrics.image import consistency, psnr, ssim
 from posteria.operators.base import Operator
 from posteria.posterior.base import prepare, run_prepared
 from posteria.random import PerSampleNoise
+from posteria.report.figures import image_rows
 
 
 @dataclass
@@ -42,7 +46,7 @@ class Restoration:
         n = self.samples.shape[1]
         return self.samples.std(dim=1) if n > 1 else torch.zeros_like(self.mean)
 
-    def metrics(self, operator: Operator) -> dict[str, float]:
+    def metrics(self, operator: Operator) -> dict[str, float | None]:
         """PSNR and SSIM of the posterior mean and of single samples (if the truth is known), the mean
         data consistency of the samples, NFE and seconds per measurement."""
         flat = self.samples.flatten(0, 1)
@@ -56,7 +60,8 @@ class Restoration:
                 "psnr_sample": float(psnr(flat, truth_rep).mean()),
             }
         y_rep = self.y.repeat_interleave(self.samples.shape[1], dim=0)
-        out["consistency"] = float(consistency(operator, flat, y_rep).mean())
+        noiseless = operator.noise.std(self.y[:1]).amax() == 0  # consistency is undefined
+        out["consistency"] = None if noiseless else float(consistency(operator, flat, y_rep).mean())
         return out
 
 
@@ -97,6 +102,53 @@ def measurement_image(operator: Operator, y: torch.Tensor) -> torch.Tensor | Non
     """What a person can look at of ``y`` in image space: ``A^+ y`` for a linear operator (the zero-
     filled image for masks and MRI, the upsampled one for super-resolution), None otherwise."""
     return operator.pinv(y).real if operator.linear else None
+
+
+def fourier_magnitude_image(y: torch.Tensor) -> torch.Tensor:
+    """Fourier magnitudes (B, C, H, W) as images in [-1, 1]: ``log(1 + |y|)``, zero frequency centred,
+    each stretched by its own maximum (phase retrieval's ``y``, whose DC term dwarfs the rest)."""
+    shown = torch.fft.fftshift(torch.log1p(y.abs()), dim=(-2, -1))
+    return 2 * shown / shown.flatten(1).amax(1).clamp_min(1e-8).reshape(-1, 1, 1, 1) - 1
+
+
+def held_out_digits(data: str, count: int) -> torch.Tensor:
+    """The first ``count`` test images of ``data`` (count, *event); one line if it has fewer."""
+    from posteria.data import load_dataset
+
+    images = load_dataset(data, "test")[0]
+    if check_count("test_digits", count) > images.shape[0]:
+        raise PosteriaError(f"test_digits must be at most {images.shape[0]} (the test split), got {count}")
+    return images[:count]
+
+
+def input_truth(path: Path, event_shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The user's image as (1, C, H, W) at the prior's size, and its own (width, height). An image of the
+    prior's aspect ratio, at least as large, is resized; any other is refused in one line (stretching
+    or enlarging it would restore a different picture)."""
+    channels, height, width = event_shape
+    w, h = tuple(read_image(path, channels=channels).shape[:0:-1])
+    if w * height != h * width or h < height:
+        raise PosteriaError(
+            f"--input {str(path)!r} is {w}x{h}; expected {width}x{height} or a larger image of the same "
+            "aspect ratio (it is resized down)"
+        )
+    return read_image(path, channels=channels, size=(height, width))[None], (w, h)
+
+
+def save_restoration(result: Restoration, operator: Operator, out: Path) -> None:
+    """OUT/panels.png (one row per measurement), measurement.png, samples.png (a row of samples per
+    measurement), mean.png and std.png (stretched by its maximum)."""
+    rows, titles = panel_rows(result, operator)
+    image_rows(rows, out / "panels.png", titles)
+    seen = measurement_image(operator, result.y)
+    if seen is None and result.y.dim() == 4:  # phase retrieval: magnitudes of an oversampled DFT
+        seen = fourier_magnitude_image(result.y)
+    if seen is not None:
+        save_grid(seen, out / "measurement.png", scale=2)
+    n = result.samples.shape[1]
+    save_grid(result.samples.flatten(0, 1), out / "samples.png", nrow=n, scale=2)
+    save_grid(result.mean, out / "mean.png", scale=2)
+    save_grid(result.std / result.std.max().clamp_min(1e-8) * 2 - 1, out / "std.png", scale=2)
 
 
 def panel_rows(result: Restoration, operator: Operator) -> tuple[dict[str, torch.Tensor], list[str]]:

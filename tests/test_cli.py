@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -255,10 +256,10 @@ def test_solve_writes_panels_and_metrics(tmp_path, tiny_prior):
             "--steps", "3", "--test-digits", "2", "--samples", "2", "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    for name in ("panels.png", "mean.png", "std.png", "metrics.json"):
+    for name in ("panels.png", "measurement.png", "samples.png", "mean.png", "std.png", "metrics.json"):
         assert (out / name).stat().st_size > 0
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["nfe"] == 3 and metrics["n"] == 2
+    assert metrics["nfe"] == 3 and metrics["n"] == 2 and metrics["test_digits"] == 2
     for key in ("psnr_mean", "ssim_mean", "consistency", "seconds_per_image"):
         assert math.isfinite(metrics[key])
 
@@ -300,6 +301,11 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
         (["--method", "ddrm", "--set", "eta=fast"], "method 'ddrm': eta must lie in [0, 1], got 'fast'"),
         (["--method", "mmps", "--set", "zeta=1"], "'mmps' takes no option zeta; its options: sampler="),
         (["--method", "dps", "--set", "zeta=[1, 2]"], "zeta must be a finite number > 0, got [1, 2]"),
+        (["--method", "dps-squared", "--set", "limit=False"], "limit must be true or false, got 'False'"),
+        (["--method", "fista-tv", "--set", "bounds=5"], "bounds must be two numbers [low, high]"),
+        (["--test-digits", "0"], "test_digits must be a positive integer, got 0"),
+        (["--test-digits", "100000"], "test_digits must be at most"),
+        (["--seed", "-1"], "seed must be an integer in [0, 2**63), got -1"),
     ],
     ids=[
         "negative-sigma",
@@ -310,6 +316,11 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
         "set-type",
         "set-key",
         "set-list",
+        "set-switch",
+        "set-bounds",
+        "no-digits",
+        "too-many-digits",
+        "seed",
     ],
 )
 def test_solve_bad_input_is_one_line(tmp_path, tiny_prior, monkeypatch, capsys, args, expected):
@@ -327,6 +338,29 @@ def test_solve_bad_input_is_one_line(tmp_path, tiny_prior, monkeypatch, capsys, 
     )
     assert expected in line
     assert not (tmp_path / "s").exists()  # nothing half-written
+
+
+def test_solve_refuses_an_out_that_is_a_file_before_sampling(tmp_path, tiny_prior, monkeypatch, capsys):
+    (tmp_path / "taken").write_text("")
+    line = error_line(monkeypatch, capsys, "solve", "--prior", tiny_prior.folder, "--out", tmp_path / "taken")
+    assert line == f"error: out '{tmp_path / 'taken'}' is a file; expected a folder"
+
+
+def test_solve_resizes_an_input_of_the_priors_aspect_and_refuses_another(tmp_path, tiny_prior):
+    from posteria.io import save_image
+
+    def run(width: int, height: int) -> tuple[int, str]:
+        image = save_image(torch.zeros(1, height, width), tmp_path / f"{width}x{height}.png")
+        args = ["solve", "--prior", str(tiny_prior.folder), "--input", str(image), "--method", "ddrm",
+                "--steps", "2", "--samples", "1", "--out", str(tmp_path / f"out{width}")]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        return result.exit_code, str(result.exception or "")
+
+    assert run(16, 16) == (0, "")
+    metrics = json.loads((tmp_path / "out16" / "metrics.json").read_text())
+    assert metrics["input_size"] == [16, 16] and "test_digits" not in metrics
+    code, message = run(12, 8)
+    assert code == 1 and "is 12x8; expected 8x8 or a larger image of the same aspect ratio" in message
 
 
 # ------------------------------------------------------------------------------------------ bench

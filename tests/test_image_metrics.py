@@ -40,3 +40,27 @@ def test_consistency_is_one_for_the_noise_level():
     y = op.measure(x, g)
     assert float(consistency(op, x, y).mean()) == pytest.approx(1.0, abs=0.02)
     assert math.isclose(float(consistency(op, x, op(x)).max()), 0.0, abs_tol=1e-6)
+
+
+@pytest.mark.parametrize("operator", ["mri4", "poisson"])
+def test_consistency_is_one_for_complex_and_poisson_noise(operator):
+    """Complex k-space counts real and imaginary parts; Poisson scales by its own std at A x."""
+    from posteria.operators import get_operator
+    from posteria.operators.mask import Mask
+    from posteria.operators.noise_models import PoissonNoise
+
+    g = torch.Generator().manual_seed(2)
+    if operator == "poisson":
+        op = Mask.box((1, 16, 16), 4, noise=PoissonNoise(200))
+    else:
+        op = get_operator(operator, (1, 16, 16), sigma_y=0.1, generator=g)
+    x = torch.rand(64, 1, 16, 16, generator=g) * 1.6 - 0.8  # intensities well above one count
+    assert float(consistency(op, x, op.measure(x, g)).mean()) == pytest.approx(1.0, abs=0.03)
+
+
+def test_consistency_without_noise_is_one_line():
+    from posteria.errors import PosteriaError
+
+    op = Identity((1, 4, 4), sigma_y=0.0)
+    with pytest.raises(PosteriaError, match="needs measurement noise"):
+        consistency(op, torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))

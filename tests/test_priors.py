@@ -90,3 +90,20 @@ def test_every_method_serves_every_compatible_operator_on_the_shipped_prior(one_
     x = run()
     assert x.shape == (1, 2, 1, 28, 28) and bool(torch.isfinite(x).all())
     torch.testing.assert_close(run(), x, rtol=0, atol=0)
+
+
+def test_every_method_listed_for_poisson_noise_serves_it(one_thread):
+    """``supported`` lists a method for a Poisson operator only if it runs there (no Gaussian-only step)."""
+    from posteria.operators.mask import Mask
+    from posteria.operators.noise_models import PoissonNoise
+    from posteria.posterior import solve, supported
+
+    prior = pa.load_prior("mnist")
+    op = Mask.box((1, 28, 28), 10, noise=PoissonNoise(50))
+    y = op.measure(mnist10k("test")[0][:1], torch.Generator().manual_seed(0))
+    listed = supported(op)
+    assert "dps" in listed and "tikhonov" not in listed and "mmps" not in listed
+    for method in listed:
+        options = {"jump": 1, "resample": 2} if method == "repaint" else {}
+        x = solve(prior, op, y, method, steps=2, generator=torch.Generator().manual_seed(0), **options)
+        assert bool(torch.isfinite(x).all()), method

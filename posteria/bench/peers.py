@@ -28,14 +28,13 @@ import torch
 from torch.autograd.function import FunctionCtx
 
 from posteria.denoisers.base import Denoiser
-from posteria.errors import PosteriaError, check_choice
+from posteria.errors import PosteriaError, check_choice, check_count
 from posteria.noise import Schedule
 from posteria.operators.base import Operator
 from posteria.posterior.daps import operator_norm2
 from posteria.posterior.ddrm import gaussian_sigma_y
 from posteria.posterior.guidance import real_view
 from posteria.posterior.mmps import default_iterations
-from posteria.samplers.base import check_count
 from posteria.tensors import flat
 
 #: The azula methods :func:`run_azula` runs, under our registry names.

@@ -60,7 +60,7 @@ register_estimate(
     "nuclear-norm",
     "low-rank completion: 1/2||mask (X - y)||^2 + w ||X||_* by accelerated proximal gradient",
     "Cai, Candes and Shen (2010); Toh and Yun (2010)",
-    ("entries", "image"),
+    ("entries", "image", "gaussian"),
     default_steps=300,
 )
 register_estimate(
@@ -68,7 +68,7 @@ register_estimate(
     "logdet",
     "low-rank completion with the log-det (coding-rate) surrogate of rank, proximal gradient",
     "Fazel, Hindi and Boyd (2003); Ma et al., coding rate",
-    ("entries", "image"),
+    ("entries", "image", "gaussian"),
     default_steps=300,
 )
 register_estimate(

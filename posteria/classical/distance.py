@@ -20,7 +20,7 @@ from posteria.classical.estimate import register_estimate
 from posteria.classical.linear import tikhonov
 from posteria.classical.tv import lipschitz
 from posteria.denoisers.base import Denoiser
-from posteria.errors import check_positive
+from posteria.errors import PosteriaError, check_positive
 from posteria.operators.base import LinearOperator
 from posteria.tensors import batch_times
 
@@ -54,6 +54,10 @@ def map_distance(
     """
     lam = check_positive("weight", weight)
     lo, hi = check_positive("sigma_min", sigma_min), check_positive("sigma_max", sigma_max)
+    if lo > hi:
+        raise PosteriaError(f"sigma_min must not exceed sigma_max, got {lo} > {hi}")
+    if project is not None and not callable(project):
+        raise PosteriaError(f"project must be a function x -> P(x) (Python API only), got {project!r}")
     x = tikhonov(denoiser, operator, y, steps)  # not A^+ y, which amplifies noise where s is small
     eta = 1 / (lipschitz(operator, x) + lam)
     sigmas = torch.logspace(torch.log10(torch.tensor(hi)), torch.log10(torch.tensor(lo)), steps)
@@ -68,7 +72,7 @@ register_estimate(
     "map-distance",
     "MAP by gradient descent on 1/2||y - Ax||^2 + lambda/2 d(x, S)^2, d from a projection or the prior",
     "Romano, Elad and Milanfar (2017)",
-    ("linear",),
+    ("linear", "gaussian"),
     default_steps=100,
     prior=True,
 )

@@ -66,6 +66,6 @@ register_estimate(
     "tikhonov",
     "ridge-regularised least squares (A^T A + lambda I)^-1 A^T y, lambda = sigma_y^2",
     "Tikhonov (1963)",
-    ("linear",),
+    ("linear", "gaussian"),
     default_steps=100,
 )

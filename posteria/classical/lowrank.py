@@ -12,8 +12,7 @@ import math
 
 import torch
 
-from posteria.errors import PosteriaError, check_finite, check_positive
-from posteria.samplers.base import check_count
+from posteria.errors import PosteriaError, check_count, check_finite, check_positive
 
 #: Floor of the default completion thresholds, relative to the spectral norm of ``y``: with ``sigma_y = 0``
 #: the problems stay penalised, and their solutions lie within about this relative error of exact ones.

@@ -17,10 +17,9 @@ import torch
 
 from posteria.classical.estimate import register_estimate
 from posteria.denoisers.base import Denoiser
-from posteria.errors import check_positive
+from posteria.errors import PosteriaError, check_count, check_positive
 from posteria.operators.base import LinearOperator
 from posteria.posterior.daps import operator_norm2
-from posteria.samplers.base import check_count
 from posteria.tensors import flat
 
 Field = tuple[torch.Tensor, torch.Tensor]
@@ -55,6 +54,18 @@ def _unit_ball(p: Field) -> Field:
     """Project each pixel's 2-vector of ``p`` onto the unit disc (the dual set of isotropic TV)."""
     norm = torch.sqrt(p[0] ** 2 + p[1] ** 2).clamp_min(1.0)
     return p[0] / norm, p[1] / norm
+
+
+def check_bounds(bounds: object) -> tuple[float, float]:
+    """``bounds`` as a pair of numbers ``(low, high)`` with ``low < high``, else one line."""
+    try:
+        lo, hi = (float(v) for v in bounds)  # type: ignore[union-attr]
+        ok = lo < hi
+    except (TypeError, ValueError):  # not a pair of numbers
+        ok = False
+    if not ok:
+        raise PosteriaError(f"bounds must be two numbers [low, high] with low < high, got {bounds!r}")
+    return lo, hi
 
 
 def tv_prox(b: torch.Tensor, gamma: float, bounds: tuple[float, float], iterations: int = 20) -> torch.Tensor:
@@ -103,6 +114,7 @@ def fista_tv(
     lam = max(operator.sigma_y**2, 1e-4) if weight is None else check_positive("weight", weight)
     inner = check_count("inner_iterations", inner_iterations)
     start = operator.pinv(y)
+    bounds = check_bounds(bounds)
     x = z = (start.real if start.is_complex() else start).clamp(*bounds)
     step = 1 / lipschitz(operator, x)
     t = 1.0
@@ -119,6 +131,6 @@ register_estimate(
     "fista-tv",
     "total-variation regularised least squares in [-1, 1] by FISTA (no prior)",
     "Beck and Teboulle (2009)",
-    ("linear", "image"),
+    ("linear", "image", "gaussian"),
     default_steps=300,
 )

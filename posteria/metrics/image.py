@@ -12,6 +12,7 @@ import math
 import torch
 from torch.nn import functional as F
 
+from posteria.errors import PosteriaError
 from posteria.operators.base import Operator
 from posteria.tensors import flat
 
@@ -48,8 +49,14 @@ def ssim(x: torch.Tensor, reference: torch.Tensor, window: int = 11, std: float 
 
 
 def consistency(operator: Operator, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Data consistency ``||y - A x|| / (sigma_y sqrt(m))`` per sample, (B,): about 1 for a sample that
-    explains ``y`` as well as the noise allows, much more for one that ignores it."""
-    residual = flat(y - operator(x))
-    m = residual.shape[1] * (2 if residual.is_complex() else 1)
-    return residual.abs().norm(dim=1) / (operator.sigma_y * math.sqrt(m))
+    """Data consistency per sample, (B,): the root mean square of ``y - A x`` in units of the noise's
+    standard deviation at ``A x``, ``||y - A x|| / (sigma_y sqrt(m))`` for Gaussian noise (``m`` real
+    components); about 1 for a sample that explains ``y`` as well as the noise allows, much more for one
+    that ignores it. Undefined without noise (``sigma_y = 0``): one line."""
+    clean = operator(x)
+    std = operator.noise.std(clean)
+    if not bool((std > 0).all()):
+        raise PosteriaError("consistency needs measurement noise; the operator has none (sigma_y = 0)")
+    residual = y - clean
+    scaled = flat(torch.view_as_real(residual) / std[..., None] if residual.is_complex() else residual / std)
+    return scaled.norm(dim=1) / math.sqrt(scaled.shape[1])

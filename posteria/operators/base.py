@@ -91,6 +91,10 @@ class Operator(nn.Module):
         return self.noise.log_likelihood(y, self(x))
 
     def _expect_shape(self, name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+        if not isinstance(t, torch.Tensor):
+            raise PosteriaError(
+                f"{name} must be a torch.Tensor of shape {_shape_text(shape)}, got {type(t).__name__}"
+            )
         if t.dim() != len(shape) + 1 or tuple(t.shape[1:]) != shape:
             raise PosteriaError(f"{name} must have shape {_shape_text(shape)}, got {tuple(t.shape)}")
 

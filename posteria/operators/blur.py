@@ -80,6 +80,8 @@ class Blur(LinearOperator):
         shape, kernel = tuple(shape), torch.as_tensor(kernel)
         if len(shape) < 2 or kernel.dim() != 2 or kernel.shape[0] > shape[-2] or kernel.shape[1] > shape[-1]:
             raise PosteriaError(f"kernel must be 2-D and fit in the image {shape}, got {tuple(kernel.shape)}")
+        if not bool(torch.isfinite(kernel).all()) or not bool(kernel.abs().sum() > 0):
+            raise PosteriaError("kernel must be finite and not all zero")
         super().__init__(shape, shape, sigma_y, noise)
         padded = torch.zeros(shape[-2:], dtype=torch.get_default_dtype())
         padded[: kernel.shape[0], : kernel.shape[1]] = kernel

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from posteria.errors import PosteriaError, check_choice, check_positive
+from posteria.errors import PosteriaError, check_choice, check_count, check_positive
 from posteria.operators.base import LinearOperator
 from posteria.operators.noise_models import NoiseModel
 from posteria.operators.svd import ImplicitSVD, pad_to
@@ -84,8 +84,10 @@ class Mask(LinearOperator):
     def box(cls, shape: tuple[int, ...], size: int, center: tuple[int, int] | None = None, **kw) -> Mask:
         """Hide a ``size x size`` box (clipped to the image) centred at ``center`` (default the middle)."""
         H, W = _image_axes(shape)
-        check_positive("size", size)
+        size = check_count("size", size)
         ci, cj = (H // 2, W // 2) if center is None else center
+        if not (0 <= ci < H and 0 <= cj < W):
+            raise PosteriaError(f"center must lie in the {H}x{W} image, got {center!r}")
         mask = torch.ones(H, W, dtype=torch.bool)
         i0, j0 = ci - size // 2, cj - size // 2
         mask[max(i0, 0) : max(i0 + size, 0), max(j0, 0) : max(j0 + size, 0)] = False

@@ -48,8 +48,15 @@ class SubsampledFourier(LinearOperator):
         noise: NoiseModel | None = None,
     ) -> None:
         mask, shape = torch.as_tensor(mask), tuple(shape)
-        if len(shape) < 2 or tuple(mask.shape) != shape[-2:]:
-            raise PosteriaError(f"mask must have shape {shape[-2:]}, got {tuple(mask.shape)}")
+        if len(shape) < 2:
+            raise PosteriaError(f"shape must be an image shape (..., H, W), got {shape}")
+        if tuple(mask.shape) != shape[-2:]:
+            raise PosteriaError(
+                f"mask must have the image's (H, W) = {shape[-2:]} for signals of shape {shape}, "
+                f"got {tuple(mask.shape)}"
+            )
+        if not bool(((mask == 0) | (mask == 1)).all()) or not bool(mask.any()):
+            raise PosteriaError("mask must hold 0 / 1 (or booleans) and keep at least one frequency")
         unshifted = torch.fft.ifftshift(mask.bool(), dim=(-2, -1))
         kept = torch.nonzero(unshifted.flatten()).flatten()
         super().__init__(shape, (*shape[:-2], kept.numel()), sigma_y, noise)

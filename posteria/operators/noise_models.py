@@ -44,6 +44,11 @@ class NoiseModel:
         """``log p(y | mean)`` summed over the measurement dimensions: shape ``(B,)``."""
         raise NotImplementedError
 
+    def std(self, mean: torch.Tensor) -> torch.Tensor:
+        """The standard deviation of each (real) component of ``y`` given ``mean``, shaped like ``mean``
+        (real); zero where the noise is."""
+        raise NotImplementedError
+
 
 class GaussianNoise(NoiseModel):
     """Additive white Gaussian noise ``y = mean + sigma_y * w``, ``w ~ N(0, I)``.
@@ -69,6 +74,9 @@ class GaussianNoise(NoiseModel):
         r = flat(_real_view(y - mean))
         const = r.shape[1] * math.log(self.sigma_y * math.sqrt(2 * math.pi))
         return -0.5 * (r**2).sum(1) / self.sigma_y**2 - const
+
+    def std(self, mean: torch.Tensor) -> torch.Tensor:
+        return torch.full(mean.shape, self.sigma_y, dtype=mean.real.dtype, device=mean.device)
 
     def __repr__(self) -> str:
         return f"GaussianNoise(sigma_y={self.sigma_y:g})"
@@ -104,6 +112,11 @@ class PoissonNoise(NoiseModel):
         lam = flat(self._intensity(mean))
         k = flat(torch.round(self.rate * (y + 1) / 2)).clamp_min(0)
         return (torch.xlogy(k, lam) - lam - torch.lgamma(k + 1)).sum(1)
+
+    def std(self, mean: torch.Tensor) -> torch.Tensor:
+        """``sqrt(Var[y]) = 2 sqrt(lam) / rate``, from ``Var[k] = lam``; ``lam`` floored at one count, the
+        resolution of ``y`` (a black pixel's ``y`` is still read to within ``2 / rate``)."""
+        return 2 * self._intensity(mean).clamp_min(1.0).sqrt() / self.rate
 
     def __repr__(self) -> str:
         return f"PoissonNoise(rate={self.rate:g})"

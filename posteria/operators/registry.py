@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import torch
 
-from posteria.errors import PosteriaError, check_choice, check_positive
+from posteria.errors import PosteriaError, check_choice, check_count, check_positive
 from posteria.operators.base import Operator
 from posteria.operators.blur import Blur
 from posteria.operators.dense import RandomProjection
@@ -55,8 +55,8 @@ def get_operator(
     on every run. Unknown names raise a :class:`PosteriaError` listing the known ones.
     """
     check_choice("operator", name, list(OPERATORS))
-    check_positive("sigma_y", float(sigma_y), allow_zero=True)
-    event_shape = tuple(int(n) for n in event_shape)
+    check_positive("sigma_y", sigma_y, allow_zero=True)
+    event_shape = tuple(check_count("event_shape entry", n) for n in event_shape)
     if name != "denoise" and name not in ("cs25", "cs10") and len(event_shape) < 2:
         raise PosteriaError(f"operator {name!r} needs an image shape (..., H, W), got {event_shape}")
     generator = torch.Generator().manual_seed(0) if generator is None else generator

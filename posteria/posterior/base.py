@@ -18,14 +18,14 @@ from typing import Protocol
 import torch
 
 from posteria.denoisers.base import Denoiser
-from posteria.errors import PosteriaError, check_choice
+from posteria.errors import PosteriaError, check_choice, check_count
 from posteria.operators.base import Operator
 from posteria.operators.identity import Identity
 from posteria.operators.mask import Mask
 from posteria.operators.noise_models import GaussianNoise
 from posteria.options import describe, option_defaults
 from posteria.random import PerSampleNoise
-from posteria.samplers.base import Noise, Sampler, check_count
+from posteria.samplers.base import Noise, Sampler
 
 
 class Runner(Protocol):
@@ -162,7 +162,8 @@ def methods() -> list[dict[str, object]]:
 
 
 def check_options(method: Method, options: dict[str, object]) -> None:
-    """One line naming the options ``method`` does not take, and those it does."""
+    """One line naming the options ``method`` does not take, and those it does, or a switch (an option
+    whose default is true or false) given something else."""
     accepted = method.options()
     # another sampler than the default (sampler="pc") checks its own options
     checked = method.options_of and "sampler" not in options
@@ -171,6 +172,9 @@ def check_options(method: Method, options: dict[str, object]) -> None:
         raise PosteriaError(
             f"method {method.name!r} takes no option {', '.join(unknown)}; its options: {describe(accepted)}"
         )
+    for key, value in options.items():  # a switch given a word or a number would silently mean true
+        if isinstance(accepted.get(key), bool) and not isinstance(value, bool):
+            raise PosteriaError(f"method {method.name!r}: {key} must be true or false, got {value!r}")
 
 
 def prepare(

@@ -11,13 +11,13 @@ from __future__ import annotations
 import torch
 
 from posteria.denoisers.base import Denoiser
-from posteria.errors import PosteriaError, check_positive
+from posteria.errors import PosteriaError, check_count, check_positive
 from posteria.operators.base import Operator
 from posteria.posterior.base import register, transition_method
 from posteria.posterior.ddnm import match
 from posteria.posterior.ddrm import gaussian_sigma_y
 from posteria.posterior.guidance import real_view
-from posteria.samplers.base import Noise, Sampler, check_count
+from posteria.samplers.base import Noise, Sampler
 from posteria.tensors import expand_like, flat
 
 REFERENCE = (

@@ -13,11 +13,11 @@ import torch
 
 from posteria import tweedie
 from posteria.denoisers.base import Denoiser
-from posteria.errors import check_positive, check_unit
+from posteria.errors import check_count, check_positive, check_unit
 from posteria.operators.base import LinearOperator
 from posteria.posterior.base import register, transition_method
 from posteria.posterior.ddrm import Spectral, gaussian_sigma_y
-from posteria.samplers.base import Noise, check_count
+from posteria.samplers.base import Noise
 from posteria.samplers.ddim import DDIM
 from posteria.samplers.langevin import langevin_step
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from posteria.denoisers.base import Denoiser
-from posteria.errors import check_positive
+from posteria.errors import check_count, check_positive
 from posteria.operators.base import LinearOperator
 from posteria.posterior.base import Method, register
 from posteria.posterior.guidance import (
@@ -18,7 +18,7 @@ from posteria.posterior.guidance import (
     vjp,
 )
 from posteria.posterior.pigdm import isotropic_variance
-from posteria.samplers.base import Sampler, check_count
+from posteria.samplers.base import Sampler
 from posteria.tensors import expand_like
 
 REFERENCE = (

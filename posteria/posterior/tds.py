@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from posteria.denoisers.base import Denoiser
-from posteria.errors import PosteriaError, check_unit
+from posteria.errors import PosteriaError, check_count, check_unit
 from posteria.operators.base import LinearOperator, Operator
 from posteria.posterior.base import register, transition_method
 from posteria.posterior.daps import operator_norm2
@@ -20,7 +20,7 @@ from posteria.posterior.ddnm import match
 from posteria.posterior.ddrm import gaussian_sigma_y
 from posteria.posterior.guidance import real_view
 from posteria.posterior.mmps import MMPSDenoiser
-from posteria.samplers.base import Noise, check_count
+from posteria.samplers.base import Noise
 from posteria.samplers.ddim import DDIM
 from posteria.tensors import batch_times, flat
 

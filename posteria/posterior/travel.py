@@ -8,11 +8,12 @@ import math
 import torch
 
 from posteria.denoisers.base import Denoiser
+from posteria.errors import check_count
 from posteria.operators.base import LinearOperator
 from posteria.operators.mask import Mask
 from posteria.posterior.base import register, transition_method
 from posteria.posterior.ddnm import DDNM, Replacement
-from posteria.samplers.base import Noise, Sampler, check_count
+from posteria.samplers.base import Noise, Sampler
 
 
 def jump_levels(steps: int, jump: int, resample: int) -> list[int]:

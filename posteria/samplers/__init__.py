@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from posteria.denoisers.base import Denoiser
-from posteria.errors import PosteriaError, check_choice
+from posteria.errors import PosteriaError, check_choice, check_count
 from posteria.random import PerSampleNoise
-from posteria.samplers.base import Noise, Sampler, check_count
+from posteria.samplers.base import Noise, Sampler
 from posteria.samplers.ddim import DDIM, DDPM
 from posteria.samplers.langevin import PredictorCorrector
 from posteria.samplers.ode import Euler, Heun

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -10,7 +9,7 @@ import torch
 from tqdm.auto import tqdm
 
 from posteria.denoisers.base import Denoiser
-from posteria.errors import PosteriaError
+from posteria.errors import PosteriaError, check_count
 from posteria.noise import time_grid
 from posteria.random import PerSampleNoise
 
@@ -25,18 +24,6 @@ class Noise(Protocol):
     def __len__(self) -> int: ...
 
     def randn(self, event_shape: tuple[int, ...], like: torch.Tensor | None = None) -> torch.Tensor: ...
-
-
-def check_count(name: str, value: object, minimum: int = 1) -> int:
-    """Return ``value`` as an int if it is an integer >= ``minimum``, else raise one line naming ``name``."""
-    try:
-        count = operator.index(value)  # ints and integer numpy scalars, not floats or bools
-    except TypeError:
-        count = None
-    if count is None or isinstance(value, bool) or count < minimum:
-        expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise PosteriaError(f"{name} must be {expected}, got {value!r}")
-    return count
 
 
 def batch_shape(x_or_shape: torch.Tensor | Sequence[int]) -> tuple[int, ...]:

@@ -8,8 +8,8 @@ import torch
 
 from posteria import tweedie
 from posteria.denoisers.base import Denoiser
-from posteria.errors import check_positive
-from posteria.samplers.base import Noise, Sampler, check_count
+from posteria.errors import check_count, check_positive
+from posteria.samplers.base import Noise, Sampler
 from posteria.samplers.ddim import DDPM
 
 
