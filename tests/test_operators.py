@@ -384,7 +384,10 @@ def test_bad_input_raises_one_line_naming_the_argument() -> None:
     _one_line_error(lambda: op.measure(torch.full((1, 1, 8, 8), math.inf)), "x contains NaN")
     _one_line_error(lambda: ops.Mask(torch.ones(7, 8), (1, 8, 8)), r"mask must have shape \(1, 8, 8\) or")
     _one_line_error(lambda: ops.Mask(torch.full((8, 8), 0.5)), "mask must hold only 0 and 1")
-    _one_line_error(lambda: ops.SubsampledFourier(torch.ones(8, 7), (1, 8, 8)), "mask must have shape")
+    _one_line_error(
+        lambda: ops.SubsampledFourier(torch.ones(8, 7), (1, 8, 8)),
+        r"mask must have the image.s \(H, W\) = \(8, 8\)",
+    )
     _one_line_error(lambda: ops.Identity((3,), sigma_y=-0.1), "sigma_y must be")
     _one_line_error(lambda: ops.GaussianNoise(math.nan), "sigma_y must be")
     _one_line_error(lambda: ops.get_operator("sr2", (1, 8, 8), sigma_y=-1.0), "sigma_y must be")
@@ -400,3 +403,17 @@ def test_bad_input_raises_one_line_naming_the_argument() -> None:
         lambda: ops.get_operator("mri4", (1, 8, 8), 0.0, None).noise.log_likelihood(y, y), "sigma_y > 0"
     )
     _one_line_error(lambda: ops.PoissonNoise(5.0).sample(mri(torch.zeros(1, 1, 8, 8))), "real measurement")
+
+
+def test_bad_operator_arguments_are_one_line() -> None:
+    """Arguments that used to pass silently (a mask keeping nothing, a NaN kernel, a box off the image)
+    or end in a Python error (a fractional box size, a negative shape, a list for y)."""
+    _one_line_error(lambda: ops.SubsampledFourier(torch.zeros(8, 8), (1, 8, 8)), "keep at least one")
+    _one_line_error(lambda: ops.SubsampledFourier(torch.full((8, 8), 0.5), (1, 8, 8)), "hold 0 / 1")
+    _one_line_error(lambda: ops.Blur(torch.full((3, 3), math.nan), (1, 8, 8)), "finite and not all zero")
+    _one_line_error(lambda: ops.Blur(torch.zeros(3, 3), (1, 8, 8)), "finite and not all zero")
+    _one_line_error(lambda: ops.Mask.box((1, 8, 8), 2, center=(20, 3)), "center must lie in the 8x8")
+    _one_line_error(lambda: ops.Mask.box((1, 8, 8), 2.5), "size must be a positive integer")
+    _one_line_error(lambda: ops.get_operator("denoise", (1, -8, 8)), "event_shape entry must be a positive")
+    op = ops.get_operator("sr2", (1, 8, 8))
+    _one_line_error(lambda: op.check_measurement([[1.0]]), "y must be a torch.Tensor of shape")
