@@ -231,3 +231,13 @@ def test_atomic_write_text_and_bytes(tmp_path: Path) -> None:
 def test_atomic_write_to_directory_fails(tmp_path: Path) -> None:
     with pytest.raises(PosteriaError, match="is a directory"):
         atomic_write_text(tmp_path, "x")
+
+
+def test_save_json_writes_non_finite_numbers_as_null(tmp_path):
+    """JSON has no NaN or Infinity: a metric that overflowed is written as null, and the file parses."""
+    import json
+
+    from posteria.train.checkpoint import save_json
+
+    save_json({"a": float("inf"), "b": [1.0, float("nan")], "c": {"d": 2.5}}, tmp_path / "m.json")
+    assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 2.5}}

@@ -57,6 +57,6 @@ def consistency(operator: Operator, x: torch.Tensor, y: torch.Tensor) -> torch.T
     std = operator.noise.std(clean)
     if not bool((std > 0).all()):
         raise PosteriaError("consistency needs measurement noise; the operator has none (sigma_y = 0)")
-    residual = y - clean
+    residual, std = (y - clean).to(torch.complex128 if y.is_complex() else torch.float64), std.double()
     scaled = flat(torch.view_as_real(residual) / std[..., None] if residual.is_complex() else residual / std)
     return scaled.norm(dim=1) / math.sqrt(scaled.shape[1])

@@ -119,8 +119,9 @@ class DDRM(Sampler):
         s, uty, y_bar, n = (v.to(u_t) for v in (sp.s, sp.uty, sp.y_bar, sp.noise_std))
         ddim = math.sqrt(1 - eta**2) * r_s
         unmeasured = x0_bar + ddim * (u_t - x0_bar) / r_t + eta * r_s * z
-        inv_sigma_y = 1 / sp.sigma_y if sp.sigma_y > 0 else 0.0  # the branch is unused when sigma_y = 0
-        noisy_y = x0_bar + ddim * (uty - s * x0_bar) * inv_sigma_y + eta * r_s * z
+        # the branch is unused when sigma_y = 0; one Python coefficient keeps r_s = 0 at 0 for tiny sigma_y
+        pull = ddim / sp.sigma_y if sp.sigma_y > 0 else 0.0
+        noisy_y = x0_bar + pull * (uty - s * x0_bar) + eta * r_s * z
         clean_y = (1 - eta_b) * x0_bar + eta_b * y_bar + (r_s**2 - eta_b**2 * n**2).clamp_min(0).sqrt() * z
         measured = torch.where(r_s < n, noisy_y, clean_y)
         return torch.where(sp.measured.to(u_t.device), measured, unmeasured)

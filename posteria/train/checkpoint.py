@@ -13,6 +13,7 @@ so a folder with a ``state.json`` is always complete.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -32,8 +33,19 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[st
 
 
 def save_json(obj: dict, path: Path) -> None:
-    """Write JSON atomically."""
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    """Write JSON atomically; NaN and infinite numbers, which JSON lacks, are written as null."""
+    atomic_write_text(path, json.dumps(_strict(obj), indent=2, allow_nan=False) + "\n")
+
+
+def _strict(value: object) -> object:
+    """``value`` with every non-finite float (nested in dicts and lists) replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_strict(v) for v in value]
+    return value
 
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
