@@ -22,6 +22,14 @@ app = typer.Typer(
 )
 
 
+def _folder(value: str | Path) -> Path:
+    """A folder named on the command line; the empty string, which ``Path`` reads as the current folder,
+    is refused (``--out ""`` is more likely an unset shell variable than a wish to write here)."""
+    if isinstance(value, str) and not value.strip():
+        raise typer.BadParameter("expected a folder path, got an empty string")
+    return Path(value)
+
+
 @app.callback()
 def _root() -> None:
     """posteria: diffusion priors you can train, sample and use to solve inverse problems."""
@@ -51,7 +59,7 @@ def train(
 
 @app.command()
 def sample(
-    out: Annotated[Path, typer.Option(help="Folder for samples.png and metrics.json.")],
+    out: Annotated[Path, typer.Option(parser=_folder, help="Folder for samples.png and metrics.json.")],
     prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
     sampler: Annotated[str, typer.Option(help="ddpm, ddim, euler, heun, pc (langevin).")] = "ddim",
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 50,
@@ -68,7 +76,7 @@ def sample(
     import torch
 
     import posteria as pa
-    from posteria.io import save_grid
+    from posteria.io import save_grid, staged_folder
     from posteria.metrics.quality import digit_quality
     from posteria.train.checkpoint import save_json
 
@@ -84,8 +92,9 @@ def sample(
     quality = digit_quality(x, den.card.get("data", "mnist"))
     if quality is not None:
         metrics |= {**quality, "fd_reference": "mnist10k test split (1,000 digits)"}
-    save_grid(x, out / "samples.png", scale=2)
-    save_json(metrics, out / "metrics.json")
+    with staged_folder(out) as stage:
+        save_grid(x, stage / "samples.png", scale=2)
+        save_json(metrics, stage / "metrics.json")
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 
 
@@ -93,7 +102,9 @@ def sample(
 def solve(
     out: Annotated[
         Path,
-        typer.Option(help="Folder for panels, measurement, samples, mean, std (PNG) and metrics.json."),
+        typer.Option(
+            parser=_folder, help="Folder for panels, measurement, samples, mean, std (PNG) and metrics.json."
+        ),
     ],
     prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
     operator: Annotated[
@@ -119,6 +130,7 @@ def solve(
     _start(out, seed)
     import posteria as pa
     from posteria.errors import check_positive
+    from posteria.io import staged_folder
     from posteria.restore import held_out_digits, input_truth, measure, restore, save_restoration
     from posteria.train.checkpoint import save_json
 
@@ -136,8 +148,9 @@ def solve(
     y = measure(op, truth, seed)
     result = restore(den, op, y, method, steps, samples, seed, truth=truth, progress=True, **options)
     metrics |= result.metrics(op)
-    save_restoration(result, op, out)
-    save_json(metrics, out / "metrics.json")
+    with staged_folder(out) as stage:
+        save_restoration(result, op, stage)
+        save_json(metrics, stage / "metrics.json")
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 
 
@@ -159,21 +172,28 @@ def methods_cmd() -> None:
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Folder for index.md and its figures.")] = Path("out/demo"),
+    out: Annotated[Path, typer.Option(parser=_folder, help="Folder for index.md and its figures.")] = Path(
+        "out/demo"
+    ),
     prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
 ) -> None:
     """The main job on the bundled prior (under 2 minutes on 2 CPU cores): writes OUT/index.md."""
     _start(out, seed)
     from posteria.demo import run_demo
+    from posteria.io import staged_folder
 
-    typer.echo(f"wrote {run_demo(out, prior, seed)}")
+    with staged_folder(out) as stage:
+        index = run_demo(stage, prior, seed)
+    typer.echo(f"wrote {out / index.name}")
 
 
 @app.command("export-prior")
 def export_prior_cmd(
     checkpoint: Annotated[Path, typer.Option(help="Training checkpoint folder (OUT/checkpoint).")],
-    out: Annotated[Path, typer.Option(help="Prior folder to write (weights.safetensors + card.json).")],
+    out: Annotated[
+        Path, typer.Option(parser=_folder, help="Prior folder to write (weights.safetensors + card.json).")
+    ],
     name: Annotated[str, typer.Option(help="Name recorded in the card.")] = "mnist",
     metrics: Annotated[
         Path | None, typer.Option(help="A results JSON of `posteria bench` whose results go in the card.")
@@ -201,7 +221,7 @@ def export_prior_cmd(
 
 @app.command("train-classifier")
 def train_classifier_cmd(
-    out: Annotated[Path, typer.Option(help="Folder for weights.safetensors and card.json.")],
+    out: Annotated[Path, typer.Option(parser=_folder, help="Folder for weights.safetensors and card.json.")],
     data: Annotated[str, typer.Option(help="Labelled data set (mnist, digits).")] = "mnist",
     steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 800,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -233,7 +253,7 @@ def train_classifier_cmd(
 
 @app.command("train-regressor")
 def train_regressor_cmd(
-    out: Annotated[Path, typer.Option(help="Folder for weights.safetensors and card.json.")],
+    out: Annotated[Path, typer.Option(parser=_folder, help="Folder for weights.safetensors and card.json.")],
     data: Annotated[str, typer.Option(help="Image data set (mnist, digits, a folder or .npz).")] = "mnist",
     steps: Annotated[int, typer.Option(help="Optimisation steps.")] = 2000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -270,9 +290,9 @@ app.add_typer(bench_app, name="bench")
 @bench_app.callback(invoke_without_command=True)
 def bench_all(
     ctx: typer.Context,
-    out: Annotated[Path, typer.Option(help="Report folder for every suite and index.md.")] = Path(
-        "out/bench"
-    ),
+    out: Annotated[
+        Path, typer.Option(parser=_folder, help="Report folder for every suite and index.md.")
+    ] = Path("out/bench"),
     seed: Annotated[int, typer.Option(help="Random seed of every suite.")] = 0,
     quick: Annotated[bool, typer.Option(help="Small settings: a smoke run in minutes, not hours.")] = False,
 ) -> None:
@@ -308,7 +328,9 @@ def _write_results(out: Path, name: str, rows: list[dict], title: str) -> None:
 
 @bench_app.command("speed")
 def bench_speed(
-    out: Annotated[Path, typer.Option(help="Folder for speed.json and speed.md.")] = Path("out/bench"),
+    out: Annotated[Path, typer.Option(parser=_folder, help="Folder for speed.json and speed.md.")] = Path(
+        "out/bench"
+    ),
     prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
     batch: Annotated[int, typer.Option(help="Batch size.")] = 64,
     repeats: Annotated[int, typer.Option(help="Timed repeats (the best is kept).")] = 3,
@@ -322,9 +344,9 @@ def bench_speed(
 
 @bench_app.command("quality")
 def bench_quality(
-    out: Annotated[Path, typer.Option(help="Folder for quality.json, quality.md, quality.png.")] = Path(
-        "out/bench"
-    ),
+    out: Annotated[
+        Path, typer.Option(parser=_folder, help="Folder for quality.json, quality.md, quality.png.")
+    ] = Path("out/bench"),
     prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
     n: Annotated[int, typer.Option("-n", "--n", help="Samples per sampler.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
@@ -348,9 +370,9 @@ def bench_quality(
 
 @bench_app.command("restore")
 def bench_restore(
-    out: Annotated[Path, typer.Option(help="Folder for restore.json, restore.md and PNG figures.")] = Path(
-        "out/bench"
-    ),
+    out: Annotated[
+        Path, typer.Option(parser=_folder, help="Folder for restore.json, restore.md and PNG figures.")
+    ] = Path("out/bench"),
     prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
     tasks: Annotated[str | None, typer.Option(help="Comma-separated operators (default: the six).")] = None,
     methods: Annotated[str | None, typer.Option(help="Comma-separated methods (default: all).")] = None,
@@ -400,7 +422,7 @@ def bench_restore(
 @bench_app.command("posterior")
 def bench_posterior(
     out: Annotated[
-        Path, typer.Option(help="Folder for posterior.json, posterior.md and PNG figures.")
+        Path, typer.Option(parser=_folder, help="Folder for posterior.json, posterior.md and PNG figures.")
     ] = Path("out/bench"),
     dims: Annotated[str, typer.Option(help="Comma-separated signal dimensions D.")] = "8,80,800",
     measurements: Annotated[str, typer.Option(help="Comma-separated measurement counts m.")] = "1,4",

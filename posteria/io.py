@@ -11,7 +11,9 @@ import contextlib
 import math
 import os
 import secrets
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -30,6 +32,7 @@ __all__ = [
     "read_image",
     "save_grid",
     "save_image",
+    "staged_folder",
     "to_uint8",
 ]
 
@@ -64,6 +67,32 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None
             os.unlink(tmp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a hidden staging folder inside ``out`` to write a set of result files into; when the block
+    ends cleanly, move every file up into ``out`` (each with ``os.replace``, sub-folders kept), and when
+    it raises, delete the staging folder (and ``out`` if this call created it). A run that fails half-way
+    (a full disk, a bad image, Ctrl-C) then leaves ``out`` as it was, never a mix of new and old results.
+    Staging inside ``out`` keeps every move on one file system and needs no write access above it."""
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=".staged-", dir=out))
+    try:
+        yield stage
+        for file in sorted(p for p in stage.rglob("*") if p.is_file()):
+            target = out / file.relative_to(stage)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(file, target)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        if created:
+            with contextlib.suppress(OSError):  # only if empty: never delete what someone else wrote
+                out.rmdir()
+        raise
+    shutil.rmtree(stage, ignore_errors=True)
 
 
 def check_output_folder(path: str | os.PathLike[str]) -> Path:

@@ -346,6 +346,35 @@ def test_solve_refuses_an_out_that_is_a_file_before_sampling(tmp_path, tiny_prio
     assert line == f"error: out '{tmp_path / 'taken'}' is a file; expected a folder"
 
 
+def test_an_empty_out_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["posteria", "solve", "--out", ""])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert "expected a folder path, got an empty string" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_solve_that_fails_writing_leaves_the_old_results(tmp_path, tiny_prior, monkeypatch):
+    """A failure between two files (here: the metrics) must not leave new images next to old metrics."""
+    import posteria.train.checkpoint as checkpoint
+
+    out = tmp_path / "solve"
+    args = ["solve", "--prior", str(tiny_prior.folder), "--method", "ddrm", "--steps", "2",
+            "--test-digits", "1", "--samples", "1", "--out", str(out)]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def full_disk(*_: object) -> None:
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save_json", full_disk)
+    result = CliRunner().invoke(app, [*args, "--seed", "1"])
+    assert isinstance(result.exception, OSError)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
 def test_solve_resizes_an_input_of_the_priors_aspect_and_refuses_another(tmp_path, tiny_prior):
     from posteria.io import save_image
 

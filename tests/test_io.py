@@ -22,6 +22,7 @@ from posteria.io import (
     read_image,
     save_grid,
     save_image,
+    staged_folder,
     to_uint8,
 )
 
@@ -241,3 +242,30 @@ def test_save_json_writes_non_finite_numbers_as_null(tmp_path):
 
     save_json({"a": float("inf"), "b": [1.0, float("nan")], "c": {"d": 2.5}}, tmp_path / "m.json")
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [1.0, None], "c": {"d": 2.5}}
+
+
+def test_staged_folder_moves_a_finished_set_into_place(tmp_path: Path) -> None:
+    out = tmp_path / "new" / "out"
+    with staged_folder(out) as stage:
+        atomic_write_text(stage / "a.txt", "a")
+        atomic_write_text(stage / "sub" / "b.txt", "b")
+        assert not (out / "a.txt").exists()  # nothing lands before the set is complete
+    assert (out / "a.txt").read_text() == "a" and (out / "sub" / "b.txt").read_text() == "b"
+    assert sorted(p.name for p in out.iterdir()) == ["a.txt", "sub"]  # no staging folder left
+
+
+def test_staged_folder_that_fails_half_way_leaves_old_results(tmp_path: Path) -> None:
+    atomic_write_text(tmp_path / "a.txt", "old a")
+    atomic_write_text(tmp_path / "b.txt", "old b")
+    with pytest.raises(OSError, match="disk full"), staged_folder(tmp_path) as stage:
+        atomic_write_text(stage / "a.txt", "new a")
+        raise OSError("disk full")  # before b.txt is written
+    assert [(tmp_path / n).read_text() for n in ("a.txt", "b.txt")] == ["old a", "old b"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_staged_folder_that_fails_removes_the_folder_it_created(tmp_path: Path) -> None:
+    with pytest.raises(KeyboardInterrupt), staged_folder(tmp_path / "out") as stage:
+        atomic_write_text(stage / "a.txt", "a")
+        raise KeyboardInterrupt
+    assert list(tmp_path.iterdir()) == []

@@ -185,6 +185,16 @@ def test_pinv_matches_conjugate_gradients(kind: str, data: st.DataObject) -> Non
     _close(op.pinv_cg(y), op.pinv(y), 1e-8)
 
 
+@pytest.mark.parametrize("name", ["cs25", "mri4"])
+def test_pinv_cg_asked_for_more_than_float32_precision_stays_at_the_answer(name: str) -> None:
+    """rtol = 0 in float32 (CG past rounding walked into the null space of A^T A, to |x| ~ 1e10)."""
+    op = ops.get_operator(name, (1, 28, 28), sigma_y=0.05)
+    y = op(torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0)))
+    x = op.pinv_cg(y, rtol=0.0)
+    assert torch.allclose(x, op.pinv(y), atol=1e-4)
+    assert ((op(x) - y).abs().amax() / y.abs().amax()).item() < 1e-4
+
+
 @pytest.mark.parametrize("kind", WITH_SVD)
 @SETTINGS
 @given(data=st.data())

@@ -27,10 +27,13 @@ def conjugate_gradient(
     ``||b_i - M x_i|| <= rtol ||b_i||``. Started at 0 on ``b`` in the range of ``M``, the iterates stay in
     that range, so for the normal equations ``A^T A x = A^T y`` the result is the minimum-norm least-squares
     solution ``pinv(A) y``. Defaults: ``rtol = eps^0.75`` of the dtype (about 2e-12 in float64),
-    ``max_iter = 2 D``. Reference: Hestenes and Stiefel (1952); Golub and Van Loan, algorithm 11.3.2.
+    ``max_iter = 2 D``. A smaller ``rtol`` is raised to ``10 eps``: below it the recursive residual is
+    rounding, and iterating on would amplify that rounding along M's null space (float32 compressed
+    sensing at ``rtol = 1e-9`` reached |x| = 4e10).
+    Reference: Hestenes and Stiefel (1952); Golub and Van Loan, algorithm 11.3.2.
     """
     eps = torch.finfo(b.dtype).eps
-    rtol = eps**0.75 if rtol is None else rtol
+    rtol = eps**0.75 if rtol is None else max(rtol, 10 * eps)
     max_iter = 2 * flat(b).shape[1] if max_iter is None else max_iter
     x, r = torch.zeros_like(b), b.clone()
     p, rr = r.clone(), _dot(r, r)
