@@ -119,6 +119,10 @@ def solve(
     input_image: Annotated[
         Path | None, typer.Option("--input", help="Restore this image (degraded by the operator) instead.")
     ] = None,
+    mask: Annotated[
+        Path | None,
+        typer.Option(help="Your inpainting mask for --operator inpaint-mask: white observed, black holes."),
+    ] = None,
     samples: Annotated[int, typer.Option(help="Posterior samples per measurement.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed (measurement noise and sampling).")] = 0,
     set_: Annotated[
@@ -131,14 +135,17 @@ def solve(
     import posteria as pa
     from posteria.errors import check_positive
     from posteria.io import staged_folder
-    from posteria.restore import held_out_digits, input_truth, measure, restore, save_restoration
+    from posteria.restore import held_out_digits, input_mask, input_truth, measure, restore, save_restoration
     from posteria.train.checkpoint import save_json
 
     check_positive("sigma_y", sigma_y)
     options = _options(set_)
     den = pa.load_prior(prior)
-    op = pa.operators.get_operator(operator, den.event_shape, sigma_y=sigma_y)
+    observed = None if mask is None else input_mask(mask, den.event_shape)
+    op = pa.operators.get_operator(operator, den.event_shape, sigma_y=sigma_y, mask=observed)
     metrics = {"prior": prior, "operator": operator, "sigma_y": sigma_y, "n": samples, "options": options}
+    if mask is not None:
+        metrics["mask"] = str(mask)
     if input_image is not None:
         truth, size = input_truth(input_image, den.event_shape)
         metrics |= {"input": str(input_image), "input_size": list(size)}
@@ -157,7 +164,7 @@ def solve(
 @app.command("methods")
 def methods_cmd() -> None:
     """List the posterior methods, what each needs, their options, and the operators."""
-    from posteria.operators import OPERATORS
+    from posteria.operators.registry import OPERATORS, USER_MASK
     from posteria.options import describe
     from posteria.posterior import methods
 
@@ -167,7 +174,7 @@ def methods_cmd() -> None:
             f"{m['name']:<12} {m['summary']} [needs: {needs}; {m['default_steps']} steps] ({m['reference']})"
         )
         typer.echo(f"{'':<12} options (--set key=value): {describe(m['options'])}")
-    typer.echo("operators: " + ", ".join(OPERATORS))
+    typer.echo("operators: " + ", ".join([*OPERATORS, f"{USER_MASK} (with --mask FILE.png)"]))
 
 
 @app.command()

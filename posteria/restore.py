@@ -121,18 +121,33 @@ def held_out_digits(data: str, count: int) -> torch.Tensor:
     return images[:count]
 
 
-def input_truth(path: Path, event_shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The user's image as (1, C, H, W) at the prior's size, and its own (width, height). An image of the
-    prior's aspect ratio, at least as large, is resized; any other is refused in one line (stretching
-    or enlarging it would restore a different picture)."""
+def _read_at_size(
+    path: Path, event_shape: tuple[int, ...], option: str
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The image at ``path`` as (C, H, W) at the prior's size, and its own (width, height). An image of
+    the prior's aspect ratio, at least as large, is resized; any other is refused in one line naming
+    ``option`` (stretching or enlarging it would restore a different picture)."""
     channels, height, width = event_shape
     w, h = tuple(read_image(path, channels=channels).shape[:0:-1])
     if w * height != h * width or h < height:
         raise PosteriaError(
-            f"--input {str(path)!r} is {w}x{h}; expected {width}x{height} or a larger image of the same "
+            f"{option} {str(path)!r} is {w}x{h}; expected {width}x{height} or a larger image of the same "
             "aspect ratio (it is resized down)"
         )
-    return read_image(path, channels=channels, size=(height, width))[None], (w, h)
+    return read_image(path, channels=channels, size=(height, width)), (w, h)
+
+
+def input_truth(path: Path, event_shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The user's image as (1, C, H, W) at the prior's size, and its own (width, height)."""
+    image, size = _read_at_size(path, event_shape, "--input")
+    return image[None], size
+
+
+def input_mask(path: Path, event_shape: tuple[int, ...]) -> torch.Tensor:
+    """The user's inpainting mask as a boolean (H, W) at the prior's size: pixels brighter than mid-grey
+    are observed, darker ones are holes to fill (resized like the image, then thresholded)."""
+    image, _ = _read_at_size(path, (1, *event_shape[-2:]), "--mask")
+    return image[0] > 0
 
 
 def save_restoration(result: Restoration, operator: Operator, out: Path) -> None:

@@ -375,6 +375,25 @@ def test_solve_that_fails_writing_leaves_the_old_results(tmp_path, tiny_prior, m
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+def test_solve_fills_the_holes_of_a_users_mask(tmp_path, tiny_prior, monkeypatch, capsys):
+    """--mask: white observed, black holes; a larger mask of the same aspect is resized, another refused."""
+    from posteria.io import save_image
+
+    mask = torch.ones(1, 16, 16)
+    mask[:, 4:12, 4:12] = -1
+    save_image(mask, tmp_path / "mask.png")
+    args = ["solve", "--prior", str(tiny_prior.folder), "--operator", "inpaint-mask", "--mask",
+            str(tmp_path / "mask.png"), "--method", "ddrm", "--steps", "2", "--test-digits", "1",
+            "--samples", "1", "--out", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["operator"] == "inpaint-mask" and metrics["mask"] == str(tmp_path / "mask.png")
+    save_image(torch.ones(1, 8, 12), tmp_path / "wide.png")
+    line = error_line(monkeypatch, capsys, *args[:6], tmp_path / "wide.png", "--out", tmp_path / "out2")
+    assert "--mask" in line and "is 12x8; expected 8x8" in line
+
+
 def test_solve_resizes_an_input_of_the_priors_aspect_and_refuses_another(tmp_path, tiny_prior):
     from posteria.io import save_image
 

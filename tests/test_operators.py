@@ -376,6 +376,25 @@ def test_registry_builds_every_name_deterministically() -> None:
         assert torch.equal(a(x), b(x)), name
 
 
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 64, 48)])
+def test_named_mri_patterns_measure_a_quarter_of_kspace(shape: tuple[int, ...]) -> None:
+    """mri4, mri4-radial, -spiral, -random: 4x acceleration (25-29% of k-space) at any image size."""
+    for name in ("mri4", "mri4-radial", "mri4-spiral", "mri4-random"):
+        fraction = ops.get_operator(name, shape).mask.double().mean().item()
+        assert 0.25 <= fraction < 0.29, (name, fraction)
+
+
+def test_user_mask_builds_an_inpainting_operator_and_goes_with_no_other() -> None:
+    mask = torch.rand(8, 8, generator=torch.Generator().manual_seed(0)) > 0.5
+    op = ops.get_operator("inpaint-mask", (1, 8, 8), sigma_y=0.1, mask=mask)
+    assert isinstance(op, ops.Mask) and torch.equal(op.mask[0], mask) and op.sigma_y == 0.1
+    _one_line_error(lambda: ops.get_operator("inpaint-mask", (1, 8, 8)), "needs a mask of observed pixels")
+    _one_line_error(lambda: ops.get_operator("sr2", (1, 8, 8), mask=mask), "for operator 'inpaint-mask' only")
+    _one_line_error(
+        lambda: ops.get_operator("inpaint-mask", (1, 8, 8), mask=mask[:4]), "mask must have shape"
+    )
+
+
 def _one_line_error(fn: Callable[[], object], match: str) -> None:
     with pytest.raises(PosteriaError, match=match) as info:
         fn()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 
 from posteria.errors import PosteriaError, check_choice, check_count, check_positive
+from posteria.operators import kspace
 from posteria.operators.base import Operator
 from posteria.operators.blur import Blur
 from posteria.operators.dense import RandomProjection
@@ -27,6 +28,31 @@ def _kernel_size(shape: Shape) -> int:
     return min(9, side if side % 2 else side - 1)
 
 
+def _first_mask(masks: Iterable[torch.Tensor], fraction: float) -> torch.Tensor:
+    """The first of ``masks`` (denser and denser) that keeps at least ``fraction`` of k-space."""
+    for mask in masks:
+        if mask.float().mean() >= fraction:
+            return mask
+    return mask
+
+
+def _mri(shape: Shape, sigma_y: float, pattern: str, generator: torch.Generator) -> SubsampledFourier:
+    """4x accelerated MRI (a quarter of k-space) with radial spokes, a spiral or random frequencies; the
+    fewest spokes or half-turns that reach the quarter, so the name means 4x at any image size."""
+    H, W = shape[-2:]
+    if pattern == "radial":
+        mask = _first_mask((kspace.radial_mask(H, W, n) for n in range(1, 2 * (H + W))), 0.25)
+    elif pattern == "spiral":
+        mask = _first_mask((kspace.spiral_mask(H, W, k / 2) for k in range(1, 2 * (H + W))), 0.25)
+    else:
+        mask = kspace.random_mask(H, W, 0.25, generator)
+    return SubsampledFourier(mask, shape, sigma_y=sigma_y)
+
+
+#: An inpainting mask of the user's (``get_operator(USER_MASK, shape, mask=...)``; ``--mask FILE`` on the
+#: command line): not in :data:`OPERATORS`, which build from a name alone.
+USER_MASK = "inpaint-mask"
+
 #: name -> factory(event_shape, sigma_y, generator). Random parts (masks, matrices, angles) come from
 #: the generator. Boxes hide the central half of the side; random inpainting keeps 30% (DPS: 70% missing).
 OPERATORS: dict[str, Factory] = {
@@ -42,24 +68,40 @@ OPERATORS: dict[str, Factory] = {
     "cs10": lambda shape, s, g: RandomProjection(max(1, round(0.10 * math.prod(shape))), shape, g, sigma_y=s),
     "mri4": lambda shape, s, g: SubsampledFourier.cartesian(shape, 4.0, 0.08, generator=g, sigma_y=s),
     "mri8": lambda shape, s, g: SubsampledFourier.cartesian(shape, 8.0, 0.04, generator=g, sigma_y=s),
+    "mri4-radial": lambda shape, s, g: _mri(shape, s, "radial", g),
+    "mri4-spiral": lambda shape, s, g: _mri(shape, s, "spiral", g),
+    "mri4-random": lambda shape, s, g: _mri(shape, s, "random", g),
     "phase": lambda shape, s, g: PhaseRetrieval(shape, oversampling=2.0, sigma_y=s),
 }
 
 
 def get_operator(
-    name: str, event_shape: Shape, sigma_y: float = 0.05, generator: torch.Generator | None = None
+    name: str,
+    event_shape: Shape,
+    sigma_y: float = 0.05,
+    generator: torch.Generator | None = None,
+    mask: torch.Tensor | None = None,
 ) -> Operator:
     """Build the named operator for signals of shape ``event_shape`` with Gaussian noise ``sigma_y``.
 
     Without a ``generator`` the random parts are drawn from seed 0, so a name means the same operator
-    on every run. Unknown names raise a :class:`PosteriaError` listing the known ones.
+    on every run. ``mask`` (0/1, the image's (H, W) or the event shape; 1 = observed) is the user's own
+    inpainting mask, for :data:`USER_MASK` only. Unknown names raise a :class:`PosteriaError` listing
+    the known ones.
     """
-    check_choice("operator", name, list(OPERATORS))
+    check_choice("operator", name, [*OPERATORS, USER_MASK])
     check_positive("sigma_y", sigma_y, allow_zero=True)
     event_shape = tuple(check_count("event_shape entry", n) for n in event_shape)
-    if name != "denoise" and name not in ("cs25", "cs10") and len(event_shape) < 2:
+    if name not in ("denoise", "cs25", "cs10") and len(event_shape) < 2:
         raise PosteriaError(f"operator {name!r} needs an image shape (..., H, W), got {event_shape}")
-    generator = torch.Generator().manual_seed(0) if generator is None else generator
-    op = OPERATORS[name](event_shape, float(sigma_y), generator)
+    if name == USER_MASK and mask is None:
+        raise PosteriaError(f"operator {USER_MASK!r} needs a mask of observed pixels (--mask FILE.png)")
+    if name != USER_MASK and mask is not None:
+        raise PosteriaError(f"a mask is for operator {USER_MASK!r} only, got operator {name!r}")
+    if name == USER_MASK:
+        op = Mask(mask, event_shape, sigma_y=float(sigma_y))
+    else:
+        generator = torch.Generator().manual_seed(0) if generator is None else generator
+        op = OPERATORS[name](event_shape, float(sigma_y), generator)
     op.name = name
     return op
