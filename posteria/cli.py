@@ -114,6 +114,10 @@ def solve(
     sigma_y: Annotated[
         float, typer.Option(help="Standard deviation of the Gaussian measurement noise.")
     ] = 0.05,
+    poisson: Annotated[
+        float | None,
+        typer.Option(help="Poisson (photon-count) noise instead of Gaussian: the count of a white pixel."),
+    ] = None,
     steps: Annotated[int | None, typer.Option(help="Sampler steps (default: the method's).")] = None,
     test_digits: Annotated[int, typer.Option(help="How many held-out test digits to restore.")] = 8,
     input_image: Annotated[
@@ -142,8 +146,10 @@ def solve(
     options = _options(set_)
     den = pa.load_prior(prior)
     observed = None if mask is None else input_mask(mask, den.event_shape)
-    op = pa.operators.get_operator(operator, den.event_shape, sigma_y=sigma_y, mask=observed)
-    metrics = {"prior": prior, "operator": operator, "sigma_y": sigma_y, "n": samples, "options": options}
+    noise = None if poisson is None else pa.operators.PoissonNoise(check_positive("poisson", poisson))
+    op = pa.operators.get_operator(operator, den.event_shape, sigma_y=sigma_y, mask=observed, noise=noise)
+    noise_level = {"sigma_y": sigma_y} if poisson is None else {"poisson": poisson}
+    metrics = {"prior": prior, "operator": operator, **noise_level, "n": samples, "options": options}
     if mask is not None:
         metrics["mask"] = str(mask)
     if input_image is not None:

@@ -394,6 +394,19 @@ def test_solve_fills_the_holes_of_a_users_mask(tmp_path, tiny_prior, monkeypatch
     assert "--mask" in line and "is 12x8; expected 8x8" in line
 
 
+def test_solve_with_poisson_noise_runs_the_methods_that_serve_it(tmp_path, tiny_prior, monkeypatch, capsys):
+    args = ["solve", "--prior", str(tiny_prior.folder), "--operator", "sr2", "--poisson", "30",
+            "--steps", "3", "--test-digits", "2", "--samples", "1"]  # fmt: skip
+    result = CliRunner().invoke(app, [*args, "--method", "dps", "--out", str(tmp_path / "dps")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "dps" / "metrics.json").read_text())
+    assert metrics["poisson"] == 30 and "sigma_y" not in metrics and metrics["consistency"] > 0
+    line = error_line(monkeypatch, capsys, *args, "--method", "mmps", "--out", tmp_path / "mmps")
+    assert "needs Gaussian measurement noise" in line and "dps" in line
+    line = error_line(monkeypatch, capsys, *args[:6], "0", "--out", tmp_path / "zero")
+    assert line == "error: poisson must be a finite number > 0, got 0.0"
+
+
 def test_solve_resizes_an_input_of_the_priors_aspect_and_refuses_another(tmp_path, tiny_prior):
     from posteria.io import save_image
 

@@ -395,6 +395,12 @@ def test_user_mask_builds_an_inpainting_operator_and_goes_with_no_other() -> Non
     )
 
 
+def test_registry_noise_replaces_the_gaussian() -> None:
+    op = ops.get_operator("sr2", (1, 8, 8), noise=ops.PoissonNoise(20.0))
+    assert isinstance(op.noise, ops.PoissonNoise) and op.noise.rate == 20.0
+    _one_line_error(lambda: ops.get_operator("sr2", (1, 8, 8), noise=0.1), "noise must be a NoiseModel")
+
+
 def _one_line_error(fn: Callable[[], object], match: str) -> None:
     with pytest.raises(PosteriaError, match=match) as info:
         fn()

@@ -16,6 +16,7 @@ from posteria.operators.downsample import Downsample
 from posteria.operators.identity import Identity
 from posteria.operators.mask import Mask
 from posteria.operators.mri import SubsampledFourier
+from posteria.operators.noise_models import NoiseModel
 from posteria.operators.phase import PhaseRetrieval
 
 Shape = tuple[int, ...]
@@ -81,12 +82,14 @@ def get_operator(
     sigma_y: float = 0.05,
     generator: torch.Generator | None = None,
     mask: torch.Tensor | None = None,
+    noise: NoiseModel | None = None,
 ) -> Operator:
     """Build the named operator for signals of shape ``event_shape`` with Gaussian noise ``sigma_y``.
 
     Without a ``generator`` the random parts are drawn from seed 0, so a name means the same operator
     on every run. ``mask`` (0/1, the image's (H, W) or the event shape; 1 = observed) is the user's own
-    inpainting mask, for :data:`USER_MASK` only. Unknown names raise a :class:`PosteriaError` listing
+    inpainting mask, for :data:`USER_MASK` only. ``noise`` (e.g. :class:`PoissonNoise`) replaces the
+    Gaussian noise of ``sigma_y``. Unknown names raise a :class:`PosteriaError` listing
     the known ones.
     """
     check_choice("operator", name, [*OPERATORS, USER_MASK])
@@ -103,5 +106,9 @@ def get_operator(
     else:
         generator = torch.Generator().manual_seed(0) if generator is None else generator
         op = OPERATORS[name](event_shape, float(sigma_y), generator)
+    if noise is not None:
+        if not isinstance(noise, NoiseModel):
+            raise PosteriaError(f"noise must be a NoiseModel (GaussianNoise, PoissonNoise), got {noise!r}")
+        op.noise = noise
     op.name = name
     return op
