@@ -54,6 +54,14 @@ def _mri(shape: Shape, sigma_y: float, pattern: str, generator: torch.Generator)
 #: command line): not in :data:`OPERATORS`, which build from a name alone.
 USER_MASK = "inpaint-mask"
 
+
+def _user_mask(mask: torch.Tensor | None, shape: Shape, sigma_y: float) -> Mask:
+    """:data:`USER_MASK`'s operator, or one line if no mask was given."""
+    if mask is None:
+        raise PosteriaError(f"operator {USER_MASK!r} needs a mask of observed pixels (--mask FILE.png)")
+    return Mask(mask, shape, sigma_y=sigma_y)
+
+
 #: name -> factory(event_shape, sigma_y, generator). Random parts (masks, matrices, angles) come from
 #: the generator. Boxes hide the central half of the side; random inpainting keeps 30% (DPS: 70% missing).
 OPERATORS: dict[str, Factory] = {
@@ -89,20 +97,17 @@ def get_operator(
     Without a ``generator`` the random parts are drawn from seed 0, so a name means the same operator
     on every run. ``mask`` (0/1, the image's (H, W) or the event shape; 1 = observed) is the user's own
     inpainting mask, for :data:`USER_MASK` only. ``noise`` (e.g. :class:`PoissonNoise`) replaces the
-    Gaussian noise of ``sigma_y``. Unknown names raise a :class:`PosteriaError` listing
-    the known ones.
+    Gaussian noise of ``sigma_y``. Unknown names raise a :class:`PosteriaError` listing the known ones.
     """
     check_choice("operator", name, [*OPERATORS, USER_MASK])
     check_positive("sigma_y", sigma_y, allow_zero=True)
     event_shape = tuple(check_count("event_shape entry", n) for n in event_shape)
     if name not in ("denoise", "cs25", "cs10") and len(event_shape) < 2:
         raise PosteriaError(f"operator {name!r} needs an image shape (..., H, W), got {event_shape}")
-    if name == USER_MASK and mask is None:
-        raise PosteriaError(f"operator {USER_MASK!r} needs a mask of observed pixels (--mask FILE.png)")
-    if name != USER_MASK and mask is not None:
-        raise PosteriaError(f"a mask is for operator {USER_MASK!r} only, got operator {name!r}")
     if name == USER_MASK:
-        op = Mask(mask, event_shape, sigma_y=float(sigma_y))
+        op = _user_mask(mask, event_shape, float(sigma_y))
+    elif mask is not None:
+        raise PosteriaError(f"a mask is for operator {USER_MASK!r} only, got operator {name!r}")
     else:
         generator = torch.Generator().manual_seed(0) if generator is None else generator
         op = OPERATORS[name](event_shape, float(sigma_y), generator)
