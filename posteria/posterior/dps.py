@@ -1,7 +1,10 @@
 """Diffusion posterior sampling (Chung et al., 2023): ``dps`` (the paper's step) and ``dps-squared``.
 
 DPS approximates ``p(y | x_t) ~ p(y | x = D(x_t))``: the likelihood is evaluated at the denoiser's
-estimate and differentiated through it. Works for nonlinear operators and any noise model.
+estimate and differentiated through it. Works for nonlinear operators and any noise model: ``dps``
+steps along the plain residual norm whatever the noise (for Poisson noise the official code's branch
+divides that norm by ``|y|`` and averages, a global rescaling that grows without bound at dark pixels,
+so it is not copied); ``dps-squared`` needs Gaussian noise.
 """
 
 from __future__ import annotations
