@@ -75,3 +75,5 @@ def test_a_guided_method_on_another_sampler_takes_that_samplers_options(problem)
 def test_an_option_the_sampler_fixes_is_refused(problem):
     with pytest.raises(PosteriaError, match="'tds' takes no option eta"):  # its proposals are DDPM's
         prepare(*problem, "tds", steps=2, eta=0.5)
+    with pytest.raises(PosteriaError, match="'tds' takes no option renoise"):  # its weights assume DDPM
+        prepare(*problem, "tds", steps=2, renoise=0.5)

@@ -309,3 +309,32 @@ def test_float32_by_default(name: str) -> None:
         den = GaussianDenoiser.full(schedule, torch.tensor(MEAN).float(), prior_cov().float())
         x = sample(den, name, steps=8, n=5, generator=torch.Generator().manual_seed(0), spacing="karras")
         assert x.dtype == torch.float32 and x.shape == (5, D) and bool(torch.isfinite(x).all())
+
+
+def _variance_ratio(renoise: float, steps: int) -> float:
+    """Mean whitened variance of DDPM(renoise) samples of the Gaussian prior (1 for exact samples)."""
+    den, n = gaussian(VPLinear()), 4000
+    sampler = get_sampler("ddpm", den, steps, spacing="quadratic", renoise=renoise)
+    x = sampler(exact_x1(den.schedule, n, 1, 0), noise=BatchNoise(n, 1000))
+    L = torch.linalg.cholesky(prior_cov())
+    w = torch.linalg.solve_triangular(L, (x.reshape(-1, D) - torch.tensor(MEAN)).T, upper=False).T
+    return float(torch.cov(w.T).diagonal().mean())
+
+
+def test_renoise_under_disperses_at_any_step_count() -> None:
+    """renoise = c / sigma_s (DDRM's eta) re-noises the point estimate x0, so every step loses variance:
+    measured 0.94 / 1.00 at renoise 0 and 0.72 / 0.74 at 0.85 (100 / 400 steps): the bias stays."""
+    for steps in (100, 400):
+        assert _variance_ratio(0.0, steps) > 0.9
+        assert _variance_ratio(0.85, steps) < 0.85
+
+
+def test_renoise_zero_is_ddim_and_one_restarts_from_x0() -> None:
+    den = gaussian(VPLinear())
+    plain, zero = DDIM(den, 10, eta=0.3), DDIM(den, 10, eta=0.3, renoise=0.0)
+    t, s = plain.pairs[3]
+    assert plain.transition(t, s) == zero.transition(t, s)
+    alpha_s, sigma_s = plain.alpha_sigma(s)
+    assert DDIM(den, 10, renoise=1.0).transition(t, s) == (alpha_s, 0.0, sigma_s)
+    with pytest.raises(PosteriaError, match="renoise must lie in"):
+        DDIM(den, 10, renoise=1.5)

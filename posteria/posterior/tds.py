@@ -116,7 +116,7 @@ class TDS(DDIM):
     Shapes: ``x_t`` (N, *event), ``N = G K``, sample ``i`` conditioned on ``y[i]``.
     """
 
-    fixed_options = ("eta",)  # the twisted proposals are DDPM's
+    fixed_options = ("eta", "renoise")  # the twisted proposals are DDPM's
 
     def __init__(
         self,
