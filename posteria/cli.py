@@ -26,7 +26,7 @@ def _folder(value: str | Path) -> Path:
     """A folder named on the command line; the empty string, which ``Path`` reads as the current folder,
     is refused (``--out ""`` is more likely an unset shell variable than a wish to write here)."""
     if isinstance(value, str) and not value.strip():
-        raise typer.BadParameter("expected a folder path, got an empty string")
+        raise typer.BadParameter(f"expected a folder path, got {value!r}")
     return Path(value)
 
 
@@ -112,8 +112,8 @@ def solve(
     ] = "inpaint-box",
     method: Annotated[str, typer.Option(help="Posterior method (see `posteria methods`).")] = "mmps",
     sigma_y: Annotated[
-        float, typer.Option(help="Standard deviation of the Gaussian measurement noise.")
-    ] = 0.05,
+        float | None, typer.Option(help="Standard deviation of Gaussian measurement noise (default 0.05).")
+    ] = None,
     poisson: Annotated[
         float | None,
         typer.Option(help="Poisson (photon-count) noise instead of Gaussian: the count of a white pixel."),
@@ -137,18 +137,21 @@ def solve(
     """Sample the posterior of an inverse problem y = A(x) + w and score it (PSNR, SSIM, consistency)."""
     _start(out, seed)
     import posteria as pa
-    from posteria.errors import check_positive
     from posteria.io import staged_folder
+    from posteria.operators.registry import USER_MASK
     from posteria.restore import held_out_digits, input_mask, input_truth, measure, restore, save_restoration
     from posteria.train.checkpoint import save_json
 
-    check_positive("sigma_y", sigma_y)
+    noise_level = _noise_level(sigma_y, poisson)
+    if mask is not None and operator != USER_MASK:
+        raise PosteriaError(f"--mask is for --operator {USER_MASK}, got --operator {operator}")
     options = _options(set_)
     den = pa.load_prior(prior)
     observed = None if mask is None else input_mask(mask, den.event_shape)
-    noise = None if poisson is None else pa.operators.PoissonNoise(check_positive("poisson", poisson))
-    op = pa.operators.get_operator(operator, den.event_shape, sigma_y=sigma_y, mask=observed, noise=noise)
-    noise_level = {"sigma_y": sigma_y} if poisson is None else {"poisson": poisson}
+    noise = None if poisson is None else pa.operators.PoissonNoise(poisson)
+    op = pa.operators.get_operator(
+        operator, den.event_shape, sigma_y=noise_level.get("sigma_y", 0.0), mask=observed, noise=noise
+    )
     metrics = {"prior": prior, "operator": operator, **noise_level, "n": samples, "options": options}
     if mask is not None:
         metrics["mask"] = str(mask)
@@ -479,6 +482,17 @@ def bench_posterior(
     )
     atomic_write_text(out / "posterior.md", markdown)
     typer.echo(markdown)
+
+
+def _noise_level(sigma_y: float | None, poisson: float | None) -> dict[str, float]:
+    """``{"sigma_y": s}`` (0.05 by default) or ``{"poisson": rate}``; one line if both are given."""
+    from posteria.errors import check_positive
+
+    if sigma_y is not None and poisson is not None:
+        raise PosteriaError("give --sigma-y (Gaussian noise) or --poisson (photon counts), not both")
+    if poisson is not None:
+        return {"poisson": check_positive("poisson", poisson)}
+    return {"sigma_y": check_positive("sigma_y", 0.05 if sigma_y is None else sigma_y)}
 
 
 def _start(out: Path, seed: int = 0) -> None:

@@ -73,24 +73,29 @@ def _atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], None
 def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a hidden staging folder inside ``out`` to write a set of result files into; when the block
     ends cleanly, move every file up into ``out`` (each with ``os.replace``, sub-folders kept), and when
-    it raises, delete the staging folder (and ``out`` if this call created it). A run that fails half-way
-    (a full disk, a bad image, Ctrl-C) then leaves ``out`` as it was, never a mix of new and old results.
+    it raises, delete the staging folder and the folders this call created. A run that fails half-way
+    (a full disk, a bad image, Ctrl-C) then leaves ``out`` as it was, not a mix of new and old results.
+    Each move is atomic, the set is not: a target that is a folder is refused before the first move, so
+    only a failure between two renames (or a killed process, which leaves ``.staged-*``) can split it.
     Staging inside ``out`` keeps every move on one file system and needs no write access above it."""
     out = Path(out)
-    created = not out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]  # innermost first
     out.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".staged-", dir=out))
     try:
         yield stage
-        for file in sorted(p for p in stage.rglob("*") if p.is_file()):
-            target = out / file.relative_to(stage)
+        moves = [(f, out / f.relative_to(stage)) for f in sorted(stage.rglob("*")) if f.is_file()]
+        for _, target in moves:
+            if target.is_dir():
+                raise PosteriaError(f"out {str(out)!r}: {str(target)!r} is a folder, not a result file")
+        for file, target in moves:
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(file, target)
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
-        if created:
+        for folder in created:
             with contextlib.suppress(OSError):  # only if empty: never delete what someone else wrote
-                out.rmdir()
+                folder.rmdir()
         raise
     shutil.rmtree(stage, ignore_errors=True)
 
@@ -100,6 +105,8 @@ def check_output_folder(path: str | os.PathLike[str]) -> Path:
     write), or one line saying why not: commands call it before a long run, so that a bad ``--out``
     fails first, and without creating anything, so that bad input leaves nothing behind."""
     folder = Path(path)
+    if folder.is_symlink() and not folder.exists():
+        raise PosteriaError(f"out {str(folder)!r} is a broken symbolic link; expected a folder")
     existing = next(p for p in (folder, *folder.absolute().parents) if p.exists())
     if not existing.is_dir():
         what = "is a file" if existing == folder else f"is under the file {str(existing)!r}"

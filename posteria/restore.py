@@ -128,7 +128,10 @@ def _read_at_size(
     the prior's aspect ratio, at least as large, is resized; any other is refused in one line naming
     ``option`` (stretching or enlarging it would restore a different picture)."""
     channels, height, width = event_shape
-    w, h = tuple(read_image(path, channels=channels).shape[:0:-1])
+    try:
+        w, h = tuple(read_image(path, channels=channels).shape[:0:-1])
+    except PosteriaError as err:  # name the option: "--mask: image file 'x.png' does not exist"
+        raise PosteriaError(f"{option}: {err}") from err
     if w * height != h * width or h < height:
         raise PosteriaError(
             f"{option} {str(path)!r} is {w}x{h}; expected {width}x{height} or a larger image of the same "
@@ -146,8 +149,10 @@ def input_truth(path: Path, event_shape: tuple[int, ...]) -> tuple[torch.Tensor,
 def input_mask(path: Path, event_shape: tuple[int, ...]) -> torch.Tensor:
     """The user's inpainting mask as a boolean (H, W) at the prior's size: pixels brighter than mid-grey
     are observed, darker ones are holes to fill (resized like the image, then thresholded)."""
-    image, _ = _read_at_size(path, (1, *event_shape[-2:]), "--mask")
-    return image[0] > 0
+    observed = _read_at_size(path, (1, *event_shape[-2:]), "--mask")[0][0] > 0
+    if not bool(observed.any()):
+        raise PosteriaError(f"--mask {str(path)!r} has no observed (white) pixels")
+    return observed
 
 
 def save_restoration(result: Restoration, operator: Operator, out: Path) -> None:

@@ -352,7 +352,7 @@ def test_an_empty_out_is_refused_not_read_as_the_current_folder(tmp_path, monkey
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2
-    assert "expected a folder path, got an empty string" in capsys.readouterr().err
+    assert "expected a folder path, got ''" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
 
 
@@ -392,6 +392,27 @@ def test_solve_fills_the_holes_of_a_users_mask(tmp_path, tiny_prior, monkeypatch
     save_image(torch.ones(1, 8, 12), tmp_path / "wide.png")
     line = error_line(monkeypatch, capsys, *args[:6], tmp_path / "wide.png", "--out", tmp_path / "out2")
     assert "--mask" in line and "is 12x8; expected 8x8" in line
+    save_image(-torch.ones(1, 8, 8), tmp_path / "black.png")
+    line = error_line(monkeypatch, capsys, *args[:6], tmp_path / "black.png", "--out", tmp_path / "out3")
+    assert line.endswith("has no observed (white) pixels")
+    line = error_line(monkeypatch, capsys, *args[:3], "--operator", "sr2", "--mask", tmp_path / "mask.png",
+                      "--out", tmp_path / "out4")  # fmt: skip
+    assert line == "error: --mask is for --operator inpaint-mask, got --operator sr2"
+    line = error_line(monkeypatch, capsys, *args[:6], tmp_path / "nope.png", "--out", tmp_path / "out5")
+    assert line.startswith("error: --mask: image file") and "does not exist" in line
+
+
+def test_input_mask_observes_white_and_fills_black(tmp_path):
+    from posteria.io import save_image
+    from posteria.restore import input_mask
+
+    image = torch.ones(1, 16, 16)
+    image[:, 2:6, 8:14] = -1  # a black hole, at twice the prior's size
+    save_image(image, tmp_path / "mask.png")
+    observed = input_mask(tmp_path / "mask.png", (1, 8, 8))
+    expected = torch.ones(8, 8, dtype=torch.bool)
+    expected[1:3, 4:7] = False
+    assert torch.equal(observed, expected)
 
 
 def test_solve_with_poisson_noise_runs_the_methods_that_serve_it(tmp_path, tiny_prior, monkeypatch, capsys):
@@ -405,6 +426,10 @@ def test_solve_with_poisson_noise_runs_the_methods_that_serve_it(tmp_path, tiny_
     assert "needs Gaussian measurement noise" in line and "dps" in line
     line = error_line(monkeypatch, capsys, *args[:6], "0", "--out", tmp_path / "zero")
     assert line == "error: poisson must be a finite number > 0, got 0.0"
+    line = error_line(
+        monkeypatch, capsys, *args, "--sigma-y", "0.1", "--method", "dps", "--out", tmp_path / "b"
+    )
+    assert line == "error: give --sigma-y (Gaussian noise) or --poisson (photon counts), not both"
 
 
 def test_solve_resizes_an_input_of_the_priors_aspect_and_refuses_another(tmp_path, tiny_prior):

@@ -269,3 +269,24 @@ def test_staged_folder_that_fails_removes_the_folder_it_created(tmp_path: Path) 
         atomic_write_text(stage / "a.txt", "a")
         raise KeyboardInterrupt
     assert list(tmp_path.iterdir()) == []
+
+
+def test_staged_folder_refuses_a_folder_in_a_results_place_before_moving_anything(tmp_path: Path) -> None:
+    (tmp_path / "b.txt").mkdir()
+    with pytest.raises(PosteriaError, match="b.txt' is a folder"), staged_folder(tmp_path) as stage:
+        atomic_write_text(stage / "a.txt", "a")
+        atomic_write_text(stage / "b.txt", "b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.txt"]  # a.txt was not moved either
+
+
+def test_staged_folder_that_fails_removes_the_parents_it_created(tmp_path: Path) -> None:
+    with pytest.raises(OSError), staged_folder(tmp_path / "x" / "y") as stage:
+        atomic_write_text(stage / "a.txt", "a")
+        raise OSError("failed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_broken_link_is_not_an_output_folder(tmp_path: Path) -> None:
+    (tmp_path / "link").symlink_to(tmp_path / "missing")
+    with pytest.raises(PosteriaError, match="is a broken symbolic link"):
+        pio.check_output_folder(tmp_path / "link")

@@ -399,6 +399,11 @@ def test_registry_noise_replaces_the_gaussian() -> None:
     op = ops.get_operator("sr2", (1, 8, 8), noise=ops.PoissonNoise(20.0))
     assert isinstance(op.noise, ops.PoissonNoise) and op.noise.rate == 20.0
     _one_line_error(lambda: ops.get_operator("sr2", (1, 8, 8), noise=0.1), "noise must be a NoiseModel")
+    for name in ("cs25", "mri4", "phase"):  # no pixel values in [-1, 1] to count photons of
+        _one_line_error(
+            lambda name=name: ops.get_operator(name, (1, 8, 8), noise=ops.PoissonNoise(20.0)),
+            f"operator '{name}' does not measure pixels",
+        )
 
 
 def _one_line_error(fn: Callable[[], object], match: str) -> None:

@@ -33,7 +33,7 @@ def conjugate_gradient(
     Reference: Hestenes and Stiefel (1952); Golub and Van Loan, algorithm 11.3.2.
     """
     eps = torch.finfo(b.dtype).eps
-    rtol = eps**0.75 if rtol is None else max(rtol, 10 * eps)
+    rtol = max(eps**0.75 if rtol is None else rtol, 10 * eps)
     max_iter = 2 * flat(b).shape[1] if max_iter is None else max_iter
     x, r = torch.zeros_like(b), b.clone()
     p, rr = r.clone(), _dot(r, r)
