@@ -28,7 +28,7 @@ class DDIM(Sampler):
     loses part of the variance that ``x0 = E[x | x_t]`` lacks, however many steps are taken, so samples
     under-disperse towards the mean (measured on an 8-D Gaussian posterior with its exact denoiser, DDPM
     1000 steps: variance 0.95 of the exact at ``renoise = 0``, 0.90 at 0.5, 0.73 at 0.85; the 3-D prior of
-    the tests keeps 0.48 at 1). Single-sample PSNR rewards that (MMPS on MNIST: +1 to +3 dB, see
+    the tests keeps 0.48 at 1). Single-sample PSNR rewards that (MMPS on MNIST at 1: +0.8 to +2.7 dB, see
     BENCHMARKS.md); posterior statistics do not, so no posterior method uses it by default.
     Shapes: ``x_t`` (B, *event) -> ``x_s`` (B, *event).
     """
