@@ -403,10 +403,30 @@ def bench_restore(
         list[str] | None,
         typer.Option("--set", help="A method's option for all its runs: --set ddrm.eta=1 (repeatable)."),
     ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A method run again with options, next to its defaults: --variant mmps.renoise=1 "
+            "(repeatable; one method's options joined by commas; replaces the shipped variants)."
+        ),
+    ] = None,
+    variants: Annotated[
+        bool, typer.Option(help="Run the variants (default: mmps renoise=1, ddnm renoise=0.85).")
+    ] = True,
 ) -> None:
     """Every method on the restoration tasks: PSNR, SSIM, consistency, NFE, s/image, vs azula."""
+    if variant and not variants:
+        raise PosteriaError("--variant and --no-variants: expected one of them, not both")
     _start(out, seed)
-    from posteria.bench.restore import TASKS, RestoreBench, plot_psnr, plot_task, report, run_restore
+    from posteria.bench.restore import (
+        TASKS,
+        TUNED_VARIANTS,
+        RestoreBench,
+        plot_psnr,
+        plot_task,
+        report,
+        run_restore,
+    )
     from posteria.errors import check_count, check_positive
     from posteria.io import atomic_write_text
     from posteria.operators.registry import OPERATORS
@@ -424,6 +444,7 @@ def bench_restore(
         seed=seed,
         peers=peers,
         options=_method_options(set_, list(METHODS)),
+        variants=(_variants(variant, list(METHODS)) if variant else TUNED_VARIANTS) if variants else (),
     )
     rows, shown = run_restore(spec)
     for task, images in shown.items():
@@ -535,17 +556,30 @@ def _options(items: list[str] | None) -> dict[str, object]:
     return options
 
 
-def _method_options(items: list[str] | None, known: list[str]) -> dict[str, dict[str, object]]:
-    """``--set method.key=value`` items as ``{method: {key: value}}``, methods checked against ``known``."""
+def _method_options(
+    items: list[str] | None, known: list[str], option: str = "--set"
+) -> dict[str, dict[str, object]]:
+    """``method.key=value`` items as ``{method: {key: value}}``, methods checked against ``known``."""
     grouped: dict[str, dict[str, object]] = {}
     for item in items or []:
         method, dot, rest = (part.strip() for part in item.partition("."))
         if method not in known:
             raise PosteriaError(
-                f"--set {item!r}: expected method.key=value with a method among {', '.join(known)}"
+                f"{option} {item!r}: expected method.key=value with a method among {', '.join(known)}"
             )
         grouped.setdefault(method, {}).update(_options([rest]))
     return grouped
+
+
+def _variants(items: list[str], known: list[str]) -> tuple[tuple[str, dict[str, object]], ...]:
+    """``--variant mmps.renoise=1,mmps.maxiter=3`` items as (method, options), one method per item."""
+    variants = []
+    for item in items:
+        grouped = _method_options(item.split(","), known, "--variant")
+        if len(grouped) != 1:
+            raise PosteriaError(f"--variant {item!r}: expected the options of one method, got {len(grouped)}")
+        variants.extend(grouped.items())
+    return tuple(variants)
 
 
 def _choices(name: str, text: str, known: list[str]) -> tuple[str, ...]:

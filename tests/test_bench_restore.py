@@ -8,7 +8,7 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from posteria.bench.restore import RestoreBench, our_runs, report, run_restore, targets
+from posteria.bench.restore import RestoreBench, Run, our_runs, report, run_restore, targets
 from posteria.cli import app
 from posteria.operators import get_operator
 
@@ -39,7 +39,24 @@ def test_every_run_is_scored_with_psnr_timing_and_overhead(tiny_prior):
 def test_tds_runs_with_its_particles_and_dps_gets_a_reference_run():
     spec = RestoreBench(methods=("dps", "tds", "fista-tv"), steps=50, reference_steps=500, particles=3)
     runs = our_runs(get_operator("sr2", (1, 8, 8), 0.05), spec)
-    assert runs == [("dps", 50, 1), ("fista-tv", 300, 1), ("tds", 50, 3), ("dps", 500, 1)]
+    assert runs == [Run("dps", 50, 1), Run("fista-tv", 300, 1), Run("tds", 50, 3), Run("dps", 500, 1)]
+    assert [run.label for run in runs] == ["dps-50", "fista-tv", "tds-50", "dps-500"]
+
+
+def test_variants_run_after_the_defaults_only_where_their_method_serves():
+    spec = RestoreBench(methods=("mmps", "ddrm", "tds"), steps=20, particles=3,
+                        variants=(("mmps", {"renoise": 1.0}), ("tds", {"ess_threshold": 0.9}),
+                                  ("ddrm", {"eta": 1.0, "eta_b": 0.5})))  # fmt: skip
+    runs = our_runs(get_operator("sr2", (1, 8, 8), 0.05), spec)
+    assert [run.label for run in runs] == [
+        "ddrm-20", "mmps-20", "tds-20", "mmps-20 (renoise=1.0)", "tds-20 (ess_threshold=0.9)",
+        "ddrm-20 (eta=1.0, eta_b=0.5)",
+    ]  # fmt: skip
+    assert runs[4].n == 3
+    without_svd = our_runs(get_operator("phase", (1, 8, 8), 0.05), spec)
+    assert all(run.method != "ddrm" for run in without_svd)
+    set_options = RestoreBench(options={"ddrm": {"eta": 0.5, "eta_b": 1.0, "steps_power": 2}})
+    assert runs[-1].options(set_options) == {"eta": 1.0, "eta_b": 0.5, "steps_power": 2}
 
 
 def test_targets_compare_the_best_fast_method_with_the_largest_dps_run():
@@ -75,7 +92,8 @@ def test_the_cli_writes_the_table_the_targets_and_figures(tmp_path, tiny_prior):
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "restore.json").read_text())
-    assert [r["method"] for r in saved["results"]] == ["dps-2", "least-squares", "mmps-2", "dps-3"]
+    assert [r["method"] for r in saved["results"]] == [
+        "dps-2", "least-squares", "mmps-2", "dps-3", "mmps-2 (renoise=1.0)"]  # fmt: skip
     assert saved["targets"][0]["dps"] == "dps-3"
     assert "### MMPS / DDRM" in (tmp_path / "restore.md").read_text()
     for name in ("restore_psnr.png", "restore_sr4.png"):
@@ -99,11 +117,32 @@ def test_set_options_reach_every_run_of_their_method(tmp_path, tiny_prior):
     assert changed["dps-3"] == default["dps-3"] and changed["dps-4"] == default["dps-4"]
 
 
-def test_the_cli_names_a_bad_task_or_method():
-    for option, value in (("--tasks", "sr3"), ("--methods", "dpss"), ("--set", "dpss.zeta=1")):
+def test_variant_replaces_the_shipped_variants_and_no_variants_drops_them(tmp_path, tiny_prior):
+    def labels(*extra: str) -> list[str]:
+        args = ["bench", "restore", "--prior", str(tiny_prior.folder), "--out", str(tmp_path),
+                "--digits", "1", "--steps", "2", "--reference-steps", "2", "--tasks", "sr4",
+                "--methods", "replacement,ddnm,mmps", "--no-peers", *extra]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return [r["method"] for r in json.loads((tmp_path / "restore.json").read_text())["results"]]
+
+    assert labels()[-2:] == ["mmps-2 (renoise=1.0)", "ddnm-2 (renoise=0.85)"]
+    assert (
+        labels("--variant", "replacement.eta=1.0,replacement.renoise=0.5")[-1]
+        == "replacement-2 (eta=1.0, renoise=0.5)"
+    )
+    assert labels("--no-variants") == ["ddnm-2", "mmps-2", "replacement-2"]
+
+
+def test_the_cli_names_a_bad_task_method_or_variant():
+    bad = (("--tasks", "sr3"), ("--methods", "dpss"), ("--set", "dpss.zeta=1"), ("--variant", "dpss.zeta=1"),
+           ("--variant", "mmps.renoise=1,ddnm.renoise=1"))  # fmt: skip
+    for option, value in bad:
         result = CliRunner().invoke(app, ["bench", "restore", option, value])
         assert result.exit_code != 0
         assert value in str(result.exception) + result.output
+    both = CliRunner().invoke(app, ["bench", "restore", "--variant", "mmps.renoise=1", "--no-variants"])
+    assert both.exit_code != 0 and "--no-variants" in str(both.exception) + both.output
 
 
 def test_report_states_the_settings_and_the_missing_peers():

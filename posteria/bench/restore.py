@@ -3,7 +3,8 @@
 For each task (box and random inpainting, SR x4, Gaussian deblurring, compressed sensing at 25%, MRI x4)
 the same test digits are measured once at ``sigma_y`` and restored by every method that serves the
 operator (posterior samplers at ``steps`` steps, DPS also at ``reference_steps``, classical baselines
-at their defaults) and, where azula is installed, by azula's DPS, MMPS and TDS on the same network.
+at their defaults, and the tuned ``variants``: a method again with options chosen on validation digits)
+and, where azula is installed, by azula's DPS, MMPS and TDS on the same network.
 Each row gives PSNR and SSIM of the samples, data consistency, NFE, VJPs, seconds per image, and the
 time per network call against the network's own cost (``overhead``); azula rows give ours / theirs.
 """
@@ -36,12 +37,42 @@ TASKS = ("inpaint-box", "inpaint-random", "sr4", "blur-gauss", "cs25", "mri4")
 #: Methods whose samples per measurement are SMC particles: they run with ``particles``, not ``n``.
 PARTICLE_METHODS = ("tds", "tds-mmps")
 
+#: Options that beat a method's paper defaults on validation digits 500-515 (BENCHMARKS.md): re-noising
+#: the DDIM-family steps keeps MMPS and DDNM from collapsing onto a blurry mean. Run next to the defaults.
+TUNED_VARIANTS: tuple[tuple[str, dict[str, object]], ...] = (
+    ("mmps", {"renoise": 1.0}),
+    ("ddnm", {"renoise": 0.85}),
+)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One restoration of the bench: ``method`` at ``steps`` with ``n`` samples per measurement, and
+    ``variant`` options on top of the method's ``options`` (named in the label)."""
+
+    method: str
+    steps: int
+    n: int
+    variant: tuple[tuple[str, object], ...] = ()
+
+    @property
+    def label(self) -> str:
+        """``dps-100``, ``tikhonov`` (classical: no steps), ``mmps-100 (renoise=1.0)``."""
+        base = self.method if METHODS[self.method].point else f"{self.method}-{self.steps}"
+        extra = ", ".join(f"{key}={value}" for key, value in self.variant)
+        return f"{base} ({extra})" if extra else base
+
+    def options(self, spec: RestoreBench) -> dict[str, object]:
+        """The bench's options for the method, then the variant's."""
+        return spec.options.get(self.method, {}) | dict(self.variant)
+
 
 @dataclass
 class RestoreBench:
     """What ``posteria bench restore`` runs: ``digits`` test digits per task, ``n`` samples each (TDS:
     ``particles``), posterior samplers at ``steps``, DPS also at ``reference_steps``; ``options`` maps a
-    method to the keyword options of all its runs (``{"ddrm": {"eta": 1.0}}``)."""
+    method to the keyword options of all its runs (``{"ddrm": {"eta": 1.0}}``); each of ``variants``
+    (method, options) adds a run of that method with those options too."""
 
     prior: str = "mnist"
     tasks: tuple[str, ...] = TASKS
@@ -55,6 +86,7 @@ class RestoreBench:
     seed: int = 0
     peers: bool = True
     options: dict[str, dict[str, object]] = field(default_factory=dict)
+    variants: tuple[tuple[str, dict[str, object]], ...] = TUNED_VARIANTS
 
 
 @dataclass
@@ -107,16 +139,19 @@ def timing(seconds: float, images: int, nfe: int, vjps: int, cost: NetworkCost) 
             "overhead": seconds / bare if bare > 0 else None}  # fmt: skip
 
 
-def our_runs(operator: Operator, spec: RestoreBench) -> list[tuple[str, int, int]]:
-    """(method, steps, samples per measurement) of every method serving ``operator``."""
+def our_runs(operator: Operator, spec: RestoreBench) -> list[Run]:
+    """Every method serving ``operator`` (among ``spec.methods``), the reference DPS, then the variants."""
     names = [m for m in supported(operator) if spec.methods is None or m in spec.methods]
-    runs = []
-    for name in names:
-        steps = METHODS[name].default_steps if METHODS[name].point else spec.steps
-        runs.append((name, steps, spec.particles if name in PARTICLE_METHODS else spec.n))
+
+    def run(name: str, variant: dict[str, object] | None = None, steps: int | None = None) -> Run:
+        steps = METHODS[name].default_steps if METHODS[name].point else steps or spec.steps
+        n = spec.particles if name in PARTICLE_METHODS else spec.n
+        return Run(name, steps, n, tuple((variant or {}).items()))
+
+    runs = [run(name) for name in names]
     if "dps" in names and spec.reference_steps != spec.steps:
-        runs.append(("dps", spec.reference_steps, spec.n))
-    return runs
+        runs.append(run("dps", steps=spec.reference_steps))
+    return runs + [run(name, variant) for name, variant in spec.variants if name in names]
 
 
 def run_task(
@@ -126,12 +161,11 @@ def run_task(
     operator = get_operator(task, tuple(x.shape[1:]), spec.sigma_y, torch.Generator().manual_seed(spec.seed))
     y = measure(operator, x, spec.seed)
     rows, shown = [], {}
-    for name, steps, n in tqdm(our_runs(operator, spec), desc=task, leave=False):
-        res = restore(prior, operator, y, name, steps, n, spec.seed, **spec.options.get(name, {}))
-        label = f"{name}-{steps}" if not METHODS[name].point else name
-        row = {"task": task, **score(label, "posteria", operator, y, x, res.samples)}
-        rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, cost[n]))
-        shown[label] = res.samples[:, 0]
+    for run in tqdm(our_runs(operator, spec), desc=task, leave=False):
+        res = restore(prior, operator, y, run.method, run.steps, run.n, spec.seed, **run.options(spec))
+        row = {"task": task, **score(run.label, "posteria", operator, y, x, res.samples)}
+        rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, cost[run.n]))
+        shown[run.label] = res.samples[:, 0]
     if spec.peers and azula_version() is not None:
         rows += peer_rows(task, prior, operator, y, x, spec, cost, rows)
     return rows, shown
@@ -226,12 +260,15 @@ def report(rows: list[dict], spec: RestoreBench) -> tuple[str, str]:
 
     goals = targets(rows)
     peers = f"azula {azula_version()}" if azula_version() else "azula not installed"
-    settings = ", ".join(f"{k}={v}" for k, v in asdict(spec).items() if k not in ("tasks", "methods"))
+    hidden = ("tasks", "methods", "variants")
+    settings = ", ".join(f"{k}={v}" for k, v in asdict(spec).items() if k not in hidden)
+    variants = "; ".join(Run(name, spec.steps, spec.n, tuple(o.items())).label for name, o in spec.variants)
     text = json.dumps({"machine": machine(), "settings": asdict(spec), "peers": peers, "results": rows,
                        "targets": goals}, indent=2)  # fmt: skip
     markdown = (
-        f"## Restoration ({settings}; {peers})\n\n{table(rows)}\n\n"
-        f"### MMPS / DDRM at <= 100 NFE against DPS at its largest NFE (PSNR)\n\n{table(goals)}\n\n"
+        f"## Restoration ({settings}; variants: {variants or 'none'}; {peers})\n\n{table(rows)}\n\n"
+        "### MMPS / DDRM (with their variants) at <= 100 NFE against DPS at its largest NFE (PSNR)\n\n"
+        f"{table(goals)}\n\n"
         f"{machine_line()}\n"
     )
     return text, markdown
