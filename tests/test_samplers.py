@@ -241,16 +241,21 @@ def test_order_of_convergence(cls: type[Sampler], schedule: Schedule, steps: int
 
 @pytest.mark.parametrize("name", list(SAMPLERS))
 def test_per_sample_seeds(name: str) -> None:
-    """Sample i depends only on the seed and i: not on batch_size, nor on n."""
+    """Sample i depends only on the seed and i: not on batch_size, nor on n. The noise is the same bit for
+    bit; the denoiser's matrix products may round differently at another batch size (BLAS kernels differ
+    by CPU), hence a float32-rounding tolerance, far below what another seed changes."""
     den = gaussian(VPLinear())
 
     def draw(seed: int, **kwargs: int) -> torch.Tensor:
         return sample(den, name, steps=6, generator=torch.Generator().manual_seed(seed), **kwargs)
 
+    def same(a: torch.Tensor, b: torch.Tensor) -> bool:
+        return torch.allclose(a, b, rtol=0, atol=1e-5)
+
     whole = draw(0, n=6, batch_size=6)
     assert whole.shape == (6, 1, D)
-    assert torch.equal(whole, draw(0, n=6, batch_size=4))
-    assert torch.equal(whole, draw(0, n=10, batch_size=3)[:6])
+    assert same(whole, draw(0, n=6, batch_size=4))
+    assert same(whole, draw(0, n=10, batch_size=3)[:6])
     assert torch.equal(whole, draw(0, n=6))
     assert not torch.allclose(whole, draw(1, n=6))
     sampler = get_sampler(name, den, 6)  # a sampler called on a shape draws the same base seed
