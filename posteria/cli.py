@@ -396,9 +396,15 @@ def bench_restore(
     samples: Annotated[int, typer.Option(help="Samples per digit (psnr_mean: PSNR of their mean).")] = 1,
     steps: Annotated[int, typer.Option(help="Steps of the posterior samplers.")] = 100,
     reference_steps: Annotated[int, typer.Option(help="Steps of the reference DPS run.")] = 1000,
-    sigma_y: Annotated[float, typer.Option(help="Measurement noise.")] = 0.05,
+    sigma_y: Annotated[float | None, typer.Option(help="Gaussian measurement noise [default: 0.05].")] = None,
+    poisson: Annotated[
+        float | None,
+        typer.Option(
+            help="Poisson noise instead: counts of a white pixel (the pixel tasks of the six).", min=0
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    peers: Annotated[bool, typer.Option(help="Also run azula where installed.")] = True,
+    peers: Annotated[bool, typer.Option(help="Also run azula where installed (Gaussian noise).")] = True,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="A method's option for all its runs: --set ddrm.eta=1 (repeatable)."),
@@ -419,7 +425,6 @@ def bench_restore(
         raise PosteriaError("--variant and --no-variants: expected one of them, not both")
     _start(out, seed)
     from posteria.bench.restore import (
-        TASKS,
         TUNED_VARIANTS,
         RestoreBench,
         plot_psnr,
@@ -427,20 +432,21 @@ def bench_restore(
         report,
         run_restore,
     )
-    from posteria.errors import check_count, check_positive
+    from posteria.errors import check_count
     from posteria.io import atomic_write_text
-    from posteria.operators.registry import OPERATORS
     from posteria.posterior import METHODS
 
+    noise = _noise_level(sigma_y, poisson)
     spec = RestoreBench(
         prior=prior,
-        tasks=_choices("tasks", tasks, list(OPERATORS)) if tasks else TASKS,
+        tasks=_restore_tasks(tasks, noise),
         methods=_choices("methods", methods, list(METHODS)) if methods else None,
         digits=check_count("digits", digits),
         n=check_count("samples", samples),
         steps=check_count("steps", steps),
         reference_steps=check_count("reference-steps", reference_steps),
-        sigma_y=check_positive("sigma-y", sigma_y),
+        sigma_y=noise.get("sigma_y", 0.0),
+        poisson=noise.get("poisson"),
         seed=seed,
         peers=peers,
         options=_method_options(set_, list(METHODS)),
@@ -569,6 +575,20 @@ def _method_options(
             )
         grouped.setdefault(method, {}).update(_options([rest]))
     return grouped
+
+
+def _restore_tasks(text: str | None, noise: dict[str, float]) -> tuple[str, ...]:
+    """The tasks of ``--tasks`` (default: the six; with Poisson noise those that measure pixels)."""
+    from posteria.bench.restore import TASKS
+    from posteria.operators.registry import OPERATORS, PIXEL_OPERATORS
+
+    if text is None:
+        return TASKS if "poisson" not in noise else tuple(t for t in TASKS if t in PIXEL_OPERATORS)
+    chosen = _choices("tasks", text, list(OPERATORS))
+    if "poisson" in noise and not set(chosen) <= set(PIXEL_OPERATORS):
+        bad = ", ".join(t for t in chosen if t not in PIXEL_OPERATORS)
+        raise PosteriaError(f"--poisson counts photons of pixels; tasks {bad} do not measure pixels")
+    return chosen
 
 
 def _variants(items: list[str], known: list[str]) -> tuple[tuple[str, dict[str, object]], ...]:

@@ -134,6 +134,22 @@ def test_variant_replaces_the_shipped_variants_and_no_variants_drops_them(tmp_pa
     assert labels("--no-variants") == ["ddnm-2", "mmps-2", "replacement-2"]
 
 
+def test_poisson_noise_runs_the_methods_that_serve_it_on_pixel_tasks(tmp_path, tiny_prior):
+    args = ["bench", "restore", "--prior", str(tiny_prior.folder), "--out", str(tmp_path), "--digits", "2",
+            "--steps", "2", "--reference-steps", "2", "--tasks", "sr4", "--methods", "mmps,ddrm,daps",
+            "--poisson", "50", "--no-variants"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "restore.json").read_text())
+    assert saved["settings"]["poisson"] == 50 and saved["settings"]["sigma_y"] == 0
+    assert [r["method"] for r in saved["results"]] == ["daps-2", "mmps-2"]  # DDRM needs Gaussian noise
+    assert all(math.isfinite(r["psnr"]) and r["consistency"] > 0 for r in saved["results"])
+    assert RestoreBench(poisson=50.0).tasks == RestoreBench().tasks  # the CLI picks the pixel tasks
+    from posteria.cli import _restore_tasks
+
+    assert _restore_tasks(None, {"poisson": 50.0}) == ("inpaint-box", "inpaint-random", "sr4", "blur-gauss")
+
+
 def test_the_cli_names_a_bad_task_method_or_variant():
     bad = (("--tasks", "sr3"), ("--methods", "dpss"), ("--set", "dpss.zeta=1"), ("--variant", "dpss.zeta=1"),
            ("--variant", "mmps.renoise=1,ddnm.renoise=1"))  # fmt: skip
@@ -143,6 +159,11 @@ def test_the_cli_names_a_bad_task_method_or_variant():
         assert value in str(result.exception) + result.output
     both = CliRunner().invoke(app, ["bench", "restore", "--variant", "mmps.renoise=1", "--no-variants"])
     assert both.exit_code != 0 and "--no-variants" in str(both.exception) + both.output
+    for extra, words in ((["--tasks", "sr4,cs25"], "tasks cs25 do not measure pixels"),
+                         (["--sigma-y", "0.1"], "not both"), ([], "poisson must be")):  # fmt: skip
+        value = "0" if not extra else "50"
+        result = CliRunner().invoke(app, ["bench", "restore", "--poisson", value, *extra])
+        assert result.exit_code != 0 and words in str(result.exception) + result.output
 
 
 def test_report_states_the_settings_and_the_missing_peers():

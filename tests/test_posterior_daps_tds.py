@@ -24,7 +24,7 @@ from posteria.denoisers.gaussian import GaussianDenoiser
 from posteria.errors import PosteriaError
 from posteria.lab import gaussian_posterior
 from posteria.noise import VPLinear
-from posteria.operators import MatrixOperator, get_operator
+from posteria.operators import MatrixOperator, PoissonNoise, get_operator
 from posteria.posterior import METHODS, solve
 from posteria.posterior.daps import DAPS, jacobian_norm2, likelihood_score
 from posteria.posterior.guidance import real_view
@@ -175,7 +175,36 @@ def test_linear_likelihood_score_is_the_autograd_gradient(name: str) -> None:
         leaf = x.clone().requires_grad_(True)
         log_like = -0.5 * (real_view(y - op(leaf)) ** 2).sum() / 0.05**2
         (expected,) = torch.autograd.grad(log_like, leaf)
-    torch.testing.assert_close(likelihood_score(op, y, x, 0.05), expected, rtol=1e-4, atol=1e-3)
+    torch.testing.assert_close(likelihood_score(op, y, x, 0.05**2), expected, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("name", ["blur-gauss", "phase"])
+def test_likelihood_score_with_a_variance_per_entry(name: str) -> None:
+    """A diagonal ``diag(v)`` (Poisson's approximation) in the closed form and in the autograd path."""
+    op = get_operator(name, (1, 8, 8), sigma_y=0.05)
+    g = torch.Generator().manual_seed(2)
+    x, y = torch.randn(3, 1, 8, 8, generator=g), op.measure(torch.randn(3, 1, 8, 8, generator=g), g)
+    v = 0.01 + torch.rand(y.shape, generator=g)
+    with torch.enable_grad():
+        leaf = x.clone().requires_grad_(True)
+        (expected,) = torch.autograd.grad(-0.5 * ((y - op(leaf)) ** 2 / v).sum(), leaf)
+    torch.testing.assert_close(likelihood_score(op, y, x, v), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_daps_with_poisson_noise_samples_its_gaussian_approximation() -> None:
+    """Poisson noise (rate 20; counts 4 and 18) enters DAPS's Langevin steps as ``N(y; A x, diag(v))``,
+    ``v`` the variance at ``y``: the samples' mean is that posterior's (50 levels, n = 2000; measured 0.06
+    posterior sds, the prior mean 1.7 away; bound 0.15)."""
+    p = problem(0.1)
+    op = MatrixOperator(p.op.matrix, noise=PoissonNoise(20.0))
+    y = torch.tensor([-0.6, 0.8])
+    v = op.noise.likelihood_variance(y)
+    whitened = MatrixOperator(p.op.matrix / v.sqrt()[:, None], sigma_y=1.0)
+    post = gaussian_posterior(p.mean, p.cov, whitened, (y / v.sqrt())[None])
+    p = SimpleNamespace(den=p.den, op=op, y=y, post=post)
+    x = draw("daps", p, 50, 2000)
+    got, prior = mean_error(x, p), mean_error(p.den.mean[None], p)
+    assert got < 0.15 and prior > 1, (got, prior)
 
 
 # --- TDS: more particles, better samples ---------------------------------------------------------------

@@ -23,7 +23,7 @@ from posteria.denoisers.gaussian import GaussianDenoiser
 from posteria.errors import PosteriaError
 from posteria.lab import gaussian_posterior, operator_matrix
 from posteria.noise import VPLinear
-from posteria.operators import MatrixOperator, get_operator
+from posteria.operators import MatrixOperator, PoissonNoise, get_operator
 from posteria.posterior import METHODS, solve
 from posteria.posterior.dps import DPSDenoiser, x0_weights
 from posteria.posterior.guidance import vjp
@@ -211,6 +211,60 @@ def test_dps_squared_needs_its_overshoot_limit(one_thread: None) -> None:
 def test_pigdm_is_exact_for_a_unit_covariance_prior(float64: None) -> None:
     """Under ``N(mu, I)`` PiGDM's ``r_t^2 I`` is ``Cov[x | x_t]``, so its denoiser is the posterior's."""
     p = problem(unit=True)
+    den = PiGDMDenoiser(p.prior, p.op, p.y.repeat(64, 1))
+    for i, t in enumerate((1.0, 0.3, 0.01)):
+        x_t = noisy_batch(p.post, t, 64, seed=i)
+        assert float(whitened_gap(den(x_t, t), p.exact(x_t, t), p.post).max()) < 1e-8
+
+
+# --- Poisson noise: MMPS and PiGDM on its Gaussian approximation at y -------------------------------------
+
+
+def poisson_problem(unit: bool = False, isotropic: bool = False) -> SimpleNamespace:
+    """:func:`problem` measured with Poisson noise (rate 20) instead, and the exact posterior of the
+    Gaussian approximation ``N(y; A x, diag(v))``, ``v`` the variance at ``y``: by whitening,
+    ``A -> diag(v)^-1/2 A``, ``y -> v^-1/2 y``, unit noise. ``isotropic``: with ``v``'s mean for every
+    entry instead (the answer of a method that ignored the diagonal)."""
+    p = problem(unit=unit)
+    op = MatrixOperator(p.op.matrix, noise=PoissonNoise(20.0))
+    y = op.measure((p.mean + 0.5)[None], generator=torch.Generator().manual_seed(3))
+    v = op.noise.likelihood_variance(y)[0]
+    v = v.mean().expand_as(v) if isotropic else v
+    whitened = MatrixOperator(p.op.matrix / v.sqrt()[:, None], sigma_y=1.0)
+    post = gaussian_posterior(p.mean, p.cov, whitened, y / v.sqrt())
+    exact = GaussianDenoiser.full(VPLinear(), post.mean[0], post.cov)
+    return SimpleNamespace(prior=p.prior, op=op, y=y, v=v, post=post, exact=exact)
+
+
+def test_poisson_variance_is_the_counts_variance_at_y(float64: None) -> None:
+    """``v = 2 (y + 1) / rate``, floored at one count (``y = -1``: ``4 / rate^2``); it is the variance of
+    ``y`` given a clean value equal to ``y`` (200,000 draws per value)."""
+    noise = PoissonNoise(20.0)
+    y = torch.tensor([[-1.0, -0.5, 0.0, 0.9]])
+    torch.testing.assert_close(noise.likelihood_variance(y), torch.tensor([[0.01, 0.05, 0.1, 0.19]]))
+    draws = noise.sample(y[:, 1:].expand(200_000, 3), torch.Generator().manual_seed(0))
+    torch.testing.assert_close(draws.var(0), noise.likelihood_variance(y)[0, 1:], rtol=0.02, atol=0)
+
+
+@pytest.mark.parametrize("precondition", [True, False])
+def test_mmps_with_poisson_noise_is_the_approximate_posterior_denoiser(
+    float64: None, precondition: bool
+) -> None:
+    """MMPS with the diagonal ``S = diag(v)`` is the posterior denoiser of the Gaussian approximation, to
+    CG precision; an isotropic ``S`` (``v``'s mean) would be off by more than 1e-2 posterior sds."""
+    p, isotropic = poisson_problem(), poisson_problem(isotropic=True)
+    assert float(p.v.std() / p.v.mean()) > 0.3  # the entries' variances differ
+    den = MMPSDenoiser(p.prior, p.op, p.y.repeat(64, 1), maxiter=None, precondition=precondition)
+    for i, t in enumerate((1.0, 0.3, 0.01)):
+        x_t = noisy_batch(p.post, t, 64, seed=i)
+        got = den(x_t, t)
+        assert float(whitened_gap(got, p.exact(x_t, t), p.post).max()) < 1e-8
+        assert float(whitened_gap(got, isotropic.exact(x_t, t), p.post).max()) > 1e-2
+
+
+def test_pigdm_with_poisson_noise_is_exact_for_a_unit_covariance_prior(float64: None) -> None:
+    """As for Gaussian noise, now through conjugate gradients on ``r^2 A A^T + diag(v)``."""
+    p = poisson_problem(unit=True)
     den = PiGDMDenoiser(p.prior, p.op, p.y.repeat(64, 1))
     for i, t in enumerate((1.0, 0.3, 0.01)):
         x_t = noisy_batch(p.post, t, 64, seed=i)

@@ -25,6 +25,7 @@ from posteria.errors import PosteriaError
 from posteria.metrics.image import consistency, psnr, ssim
 from posteria.operators import get_operator
 from posteria.operators.base import Operator
+from posteria.operators.noise_models import PoissonNoise
 from posteria.posterior import METHODS, supported
 from posteria.priors import load_prior
 from posteria.report.figures import image_rows, plt, save_figure
@@ -72,7 +73,8 @@ class RestoreBench:
     """What ``posteria bench restore`` runs: ``digits`` test digits per task, ``n`` samples each (TDS:
     ``particles``), posterior samplers at ``steps``, DPS also at ``reference_steps``; ``options`` maps a
     method to the keyword options of all its runs (``{"ddrm": {"eta": 1.0}}``); each of ``variants``
-    (method, options) adds a run of that method with those options too."""
+    (method, options) adds a run of that method with those options too. ``poisson``: Poisson noise of
+    that many counts for a white pixel in place of ``sigma_y`` (pixel tasks only; azula is not run)."""
 
     prior: str = "mnist"
     tasks: tuple[str, ...] = TASKS
@@ -83,6 +85,7 @@ class RestoreBench:
     steps: int = 100
     reference_steps: int = 1000
     sigma_y: float = 0.05
+    poisson: float | None = None
     seed: int = 0
     peers: bool = True
     options: dict[str, dict[str, object]] = field(default_factory=dict)
@@ -158,7 +161,9 @@ def run_task(
     task: str, prior: Denoiser, x: torch.Tensor, spec: RestoreBench, cost: dict
 ) -> tuple[list, dict]:
     """Rows of one task and the first sample of every run (for the figure)."""
-    operator = get_operator(task, tuple(x.shape[1:]), spec.sigma_y, torch.Generator().manual_seed(spec.seed))
+    noise = None if spec.poisson is None else PoissonNoise(spec.poisson)
+    g = torch.Generator().manual_seed(spec.seed)
+    operator = get_operator(task, tuple(x.shape[1:]), spec.sigma_y, g, noise=noise)
     y = measure(operator, x, spec.seed)
     rows, shown = [], {}
     for run in tqdm(our_runs(operator, spec), desc=task, leave=False):
@@ -166,7 +171,7 @@ def run_task(
         row = {"task": task, **score(run.label, "posteria", operator, y, x, res.samples)}
         rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, cost[run.n]))
         shown[run.label] = res.samples[:, 0]
-    if spec.peers and azula_version() is not None:
+    if spec.peers and spec.poisson is None and azula_version() is not None:
         rows += peer_rows(task, prior, operator, y, x, spec, cost, rows)
     return rows, shown
 

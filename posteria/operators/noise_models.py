@@ -35,6 +35,8 @@ class NoiseModel:
     """The law of ``y`` given the clean measurement ``mean = A(x)``; shapes ``(B, *measurement)``."""
 
     name: str = "noise"
+    #: whether :meth:`likelihood_variance` gives a Gaussian approximation (MMPS, PiGDM, DAPS need one)
+    gaussian_approximation: bool = False
 
     def sample(self, mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``y ~ p(y | mean)``, same shape and dtype as ``mean``."""
@@ -49,6 +51,11 @@ class NoiseModel:
         (real); zero where the noise is."""
         raise NotImplementedError
 
+    def likelihood_variance(self, y: torch.Tensor) -> torch.Tensor | float:
+        """The variance ``v`` of the Gaussian likelihood ``N(y; A(x), diag(v))`` that methods built on a
+        Gaussian likelihood put in place of ``p(y | A(x))``: a float, or a tensor shaped like ``y``."""
+        raise PosteriaError(f"{self!r} has no Gaussian approximation of its likelihood")
+
 
 class GaussianNoise(NoiseModel):
     """Additive white Gaussian noise ``y = mean + sigma_y * w``, ``w ~ N(0, I)``.
@@ -59,6 +66,7 @@ class GaussianNoise(NoiseModel):
     """
 
     name = "gaussian"
+    gaussian_approximation = True
 
     def __init__(self, sigma_y: float = 0.0) -> None:
         self.sigma_y = float(check_positive("sigma_y", float(sigma_y), allow_zero=True))
@@ -78,6 +86,10 @@ class GaussianNoise(NoiseModel):
     def std(self, mean: torch.Tensor) -> torch.Tensor:
         return torch.full(mean.shape, self.sigma_y, dtype=mean.real.dtype, device=mean.device)
 
+    def likelihood_variance(self, y: torch.Tensor) -> float:
+        """``sigma_y^2``: the likelihood is Gaussian already."""
+        return self.sigma_y**2
+
     def __repr__(self) -> str:
         return f"GaussianNoise(sigma_y={self.sigma_y:g})"
 
@@ -93,6 +105,7 @@ class PoissonNoise(NoiseModel):
     """
 
     name = "poisson"
+    gaussian_approximation = True
 
     def __init__(self, rate: float) -> None:
         self.rate = float(check_positive("rate", float(rate)))
@@ -117,6 +130,12 @@ class PoissonNoise(NoiseModel):
         """``sqrt(Var[y]) = 2 sqrt(lam) / rate``, from ``Var[k] = lam``; ``lam`` floored at one count, the
         resolution of ``y`` (a black pixel's ``y`` is still read to within ``2 / rate``)."""
         return 2 * self._intensity(mean).clamp_min(1.0).sqrt() / self.rate
+
+    def likelihood_variance(self, y: torch.Tensor) -> torch.Tensor:
+        """``Var[y_j] = 2 (mean_j + 1) / rate`` with the measured ``y_j`` in place of the unknown mean
+        (floored at one count, as :meth:`std`): DPS's Gaussian approximation of the Poisson likelihood,
+        whose weights ``1 / (2 y_j)`` are this variance in counts (Chung et al., 2023, section 3.2)."""
+        return self.std(y) ** 2
 
     def __repr__(self) -> str:
         return f"PoissonNoise(rate={self.rate:g})"

@@ -83,6 +83,7 @@ CAPABILITIES = {
     "entries": "observations of entries of x (identity or mask)",
     "image": "an image-shaped signal (..., H, W)",
     "gaussian": "Gaussian measurement noise",
+    "gaussian-or-poisson": "Gaussian noise, or Poisson noise taken as Gaussian with its variance at y",
 }
 
 METHODS: dict[str, Method] = {}
@@ -122,6 +123,8 @@ def capabilities(operator: Operator) -> set[str]:
         caps.add("entries")
     if isinstance(operator.noise, GaussianNoise):
         caps.add("gaussian")
+    if operator.noise.gaussian_approximation:
+        caps.add("gaussian-or-poisson")
     return caps
 
 

@@ -15,7 +15,6 @@ from posteria.errors import PosteriaError, check_count, check_positive
 from posteria.operators.base import Operator
 from posteria.posterior.base import register, transition_method
 from posteria.posterior.ddnm import match
-from posteria.posterior.ddrm import gaussian_sigma_y
 from posteria.posterior.guidance import real_view
 from posteria.samplers.base import Noise, Sampler
 from posteria.tensors import expand_like, flat
@@ -69,16 +68,18 @@ def operator_norm2(operator: Operator, like: torch.Tensor) -> float:
     return float(jacobian_norm2(operator, 0.5 * start_vector(like[:1]))[0])
 
 
-def likelihood_score(operator: Operator, y: torch.Tensor, x: torch.Tensor, tau: float) -> torch.Tensor:
-    """``grad_x log N(y; A(x), tau^2 I) = J^T (y - A(x)) / tau^2`` (B, *event): by the operator's own
-    adjoint when it is linear (``J = A``; no autograd graph, which would cost DAPS's 20 Langevin steps per
-    level more than the operator itself), else by autograd through ``A``."""
+def likelihood_score(
+    operator: Operator, y: torch.Tensor, x: torch.Tensor, variance: torch.Tensor | float
+) -> torch.Tensor:
+    """``grad_x log N(y; A(x), diag(v)) = J^T ((y - A(x)) / v)`` (B, *event), ``v`` a float or shaped like
+    ``y``: by the operator's own adjoint when it is linear (``J = A``; no autograd graph, which would cost
+    DAPS's 20 Langevin steps per level more than the operator itself), else by autograd through ``A``."""
     if operator.linear:
-        return operator.adjoint(match(y, x) - operator(x)) / tau**2
+        return operator.adjoint((match(y, x) - operator(x)) / variance)
     with torch.enable_grad():
         x = x.detach().requires_grad_(True)
         residual = real_view(match(y, x) - operator(x))
-        (grad,) = torch.autograd.grad(-0.5 * (residual**2).sum() / tau**2, x)
+        (grad,) = torch.autograd.grad(-0.5 * (residual**2 / variance).sum(), x)
     return grad
 
 
@@ -94,10 +95,13 @@ class DAPS(Sampler):
     2. ``x0``: ``K = langevin_steps`` steps of unadjusted Langevin dynamics started at ``x0_hat`` on
        ``log p(x0 | x_t, y) = -||x0 - x0_hat||^2 / (2 r_t^2) + log N(y; A(x0), tau^2 I) + const``
        (the paper's Gaussian approximation ``p(x0 | x_t) ~ N(x0_hat, r_t^2 I)``, as in the official code):
-       ``x0 <- x0 + eta (J^T (y - A(x0)) / tau^2 - (x0 - x0_hat) / r_t^2) + sqrt(2 eta) z``.
+       ``x0 <- x0 + eta (J^T (y - A(x0)) / tau^2 - (x0 - x0_hat) / r_t^2) + sqrt(2 eta) z``. Poisson
+       noise enters as its Gaussian approximation at ``y``, ``tau^2 I`` becoming the diagonal ``diag(v)``
+       of :meth:`~posteria.operators.noise_models.NoiseModel.likelihood_variance`.
     3. ``x_s = alpha_s x0 + sigma_s z`` with fresh ``z`` (``x_0 = x0`` at the last level).
 
     Step size, per sample ``i``: ``eta_i = step_size / L_i`` with ``L_i = 1 / r_t^2 + lambda_i / tau^2``
+    (``tau^2`` the smallest ``v_j`` of the sample for a diagonal)
     the largest curvature of the target, ``lambda_i = ||J||^2`` the top eigenvalue of ``J^T J``
     (closed form from an SVD; else :func:`jacobian_norm2`, once for a linear ``A``, at ``x0_hat`` of every
     level for a nonlinear one). The official code uses a fixed learning rate (5e-5 to 1e-4, decayed
@@ -139,10 +143,24 @@ class DAPS(Sampler):
         self.step_size = float(check_positive("step_size", step_size))
         if self.step_size > 1:
             raise PosteriaError(f"step_size must lie in (0, 1] (a fraction of 1 / L), got {step_size!r}")
-        sigma_y = gaussian_sigma_y(operator)
-        self.tau = float(check_positive("tau", tau if tau is not None else sigma_y or NOISELESS_TAU))
+        self.variance = self.likelihood_variance(operator, y, tau)
         self.ode_grids = {t: self.ode_grid(t) for t, _ in self.pairs}
         self._linear_norm2: float | None = None
+
+    @staticmethod
+    def likelihood_variance(operator: Operator, y: torch.Tensor, tau: float | None) -> torch.Tensor | float:
+        """``tau^2`` if given; else the noise's (``sigma_y^2``, Poisson's diagonal at ``y``), and
+        ``NOISELESS_TAU^2`` for noiseless ``y``."""
+        if tau is not None:
+            return float(check_positive("tau", tau)) ** 2
+        variance = operator.noise.likelihood_variance(y)
+        return variance if not isinstance(variance, float) else variance or NOISELESS_TAU**2
+
+    def smallest_variance(self, like: torch.Tensor) -> torch.Tensor:
+        """The smallest likelihood variance of each sample, (N,) like ``like`` (N,)."""
+        if isinstance(self.variance, float):
+            return torch.full_like(like, self.variance)
+        return flat(self.variance).amin(1).to(like)
 
     @property
     def nfe(self) -> int:
@@ -191,12 +209,13 @@ class DAPS(Sampler):
         ``K`` noise draws of a sample come from its stream in one call, (N, K, *event)."""
         if self.langevin_steps == 0:
             return x0_hat
-        curvature = 1 / r**2 + self.operator_norm2(x0_hat) / self.tau**2
+        norm2 = self.operator_norm2(x0_hat)
+        curvature = 1 / r**2 + norm2 / self.smallest_variance(norm2)
         eta = expand_like(self.step_size / curvature, x0_hat)
         z = noise.randn((self.langevin_steps, *x0_hat.shape[1:]), like=x0_hat)
         x = x0_hat
         for k in range(self.langevin_steps):
-            drift = likelihood_score(self.operator, self.y, x, self.tau) - (x - x0_hat) / r**2
+            drift = likelihood_score(self.operator, self.y, x, self.variance) - (x - x0_hat) / r**2
             x = x + eta * drift + (2 * eta).sqrt() * z[:, k]
         return x
 
@@ -215,7 +234,7 @@ register(
         name="daps",
         summary="Decoupled annealing: ODE estimate of x0, Langevin on p(x0 | x_t, y), fresh re-noising",
         reference=REFERENCE,
-        needs=("gaussian",),
+        needs=("gaussian-or-poisson",),
         default_steps=100,
     )
 )

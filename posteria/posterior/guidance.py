@@ -11,6 +11,7 @@ outlives a sampler step.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -22,6 +23,7 @@ from posteria.operators.linalg import conjugate_gradient
 from posteria.samplers import get_sampler
 from posteria.samplers.base import Sampler
 from posteria.samplers.ddim import DDIM
+from posteria.tensors import flat
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -51,6 +53,25 @@ class GuidedDenoiser(Denoiser):
     def reference(self) -> torch.Tensor:
         """Samples take the prior's dtype and device, not those of ``y`` or the operator's tables."""
         return self.prior.reference
+
+    @functools.cached_property
+    def noise_variance(self) -> torch.Tensor | float:
+        """The noise variance of the Gaussian likelihood the method assumes: ``sigma_y^2``, or per entry
+        of ``y`` (N, *measurement) for noise approximated as Gaussian (Poisson; see
+        :meth:`~posteria.operators.noise_models.NoiseModel.likelihood_variance`)."""
+        return self.operator.noise.likelihood_variance(self.y)
+
+    def noise_covariance(self, u: torch.Tensor) -> torch.Tensor:
+        """``S u`` for measurements ``u`` (N, *measurement): ``sigma_y^2 u``, or ``diag(v) u``."""
+        if isinstance(self.noise_variance, float):
+            return self.noise_variance * u
+        return self.noise_variance.to(device=u.device, dtype=u.real.dtype) * u
+
+    def mean_noise_variance(self, like: torch.Tensor) -> torch.Tensor:
+        """The mean of ``S``'s diagonal per sample, (N,) in the dtype and device of ``like`` (N,)."""
+        if isinstance(self.noise_variance, float):
+            return torch.full_like(like, self.noise_variance)
+        return flat(self.noise_variance).mean(1).to(like)
 
     def measurements(self, x_t: torch.Tensor) -> torch.Tensor:
         """``y`` in the dtype (real or complex) and on the device of ``x_t``, checked against its batch."""

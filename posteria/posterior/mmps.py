@@ -28,28 +28,31 @@ REFERENCE = (
 
 
 class MMPSDenoiser(GuidedDenoiser):
-    """``E[x | x_t, y] ~ x0 + C A^T (A C A^T + s^2 I)^-1 (y - A x0)``, ``C = (sigma_t^2 / alpha_t) J``.
+    """``E[x | x_t, y] ~ x0 + C A^T (A C A^T + S)^-1 (y - A x0)``, ``C = (sigma_t^2 / alpha_t) J``.
 
     MMPS matches the first two moments of ``p(x | x_t)``: mean ``x0 = D(x_t)`` and, by Tweedie's
     second-order formula, covariance ``C = Cov[x | x_t] = (sigma_t^2 / alpha_t) d x0 / d x_t`` (a symmetric
     Jacobian ``J``, so one vector-Jacobian product applies it). With ``p(x | x_t) ~ N(x0, C)`` the
     posterior mean is the Gaussian conditioning above; for a Gaussian prior both moments are exact, so
-    MMPS is then the exact posterior denoiser and any sampler on it samples ``p(x | y)``.
+    MMPS is then the exact posterior denoiser and any sampler on it samples ``p(x | y)``. ``S`` is the
+    noise covariance: ``s^2 I`` for Gaussian noise, and for Poisson noise the diagonal of its Gaussian
+    approximation at ``y`` (:meth:`~posteria.operators.noise_models.NoiseModel.likelihood_variance`), for
+    which MMPS on a Gaussian prior is again exact.
 
-    The (m, m) system ``(A C A^T + s^2 I) u = y - A x0`` is solved per sample by conjugate gradients
+    The (m, m) system ``(A C A^T + S) u = y - A x0`` is solved per sample by conjugate gradients
     (each iteration one vjp through the denoiser), iterated in float64. With an SVD it is preconditioned
     by PiGDM's ``P = r_t^2 A A^T + s^2 I`` (:func:`~posteria.posterior.pigdm.isotropic_variance`),
     applied as ``P^-1/2 (.) P^-1/2`` in closed form: the preconditioned matrix is ``I`` when
     ``C = r_t^2 I``, and its conditioning is that of ``C / r_t^2``, whatever ``sigma_y`` (unpreconditioned:
-    about ``||A C A^T|| / s^2``). Measured (float32, Gaussian 8x8 image prior, ``sigma_y = 1e-3``, DDPM
-    100 steps, 5 iterations): Gaussian blur, sample-mean error 0.15% and covariance as the exact sampler's,
-    against 6.6% for plain float32 CG; with one iteration (azula's and the paper code's default) 0.9%
-    against 37% and a covariance error 22 times the covariance. Masks gain nothing (``A A^T = I``, so
-    ``P`` is a scalar).
+    about ``||A C A^T|| / s^2``; for a diagonal ``S``, ``s^2`` is its mean). Measured (float32, Gaussian
+    8x8 image prior, ``sigma_y = 1e-3``, DDPM 100 steps, 5 iterations): Gaussian blur, sample-mean error
+    0.15% and covariance as the exact sampler's, against 6.6% for plain float32 CG; with one iteration
+    (azula's and the paper code's default) 0.9% against 37% and a covariance error 22 times the
+    covariance. Masks gain nothing (``A A^T = I``, so ``P`` is a scalar).
 
-    Args: ``prior``, a linear ``operator`` with Gaussian noise, ``y`` (N, *measurement); ``maxiter`` CG
-    iterations (``"auto"``: :func:`default_iterations`; ``None``: until ``rtol``); ``rtol`` (default
-    ``eps^0.75`` of float64); ``precondition``.
+    Args: ``prior``, a linear ``operator`` with Gaussian (or Poisson) noise, ``y`` (N, *measurement);
+    ``maxiter`` CG iterations (``"auto"``: :func:`default_iterations`; ``None``: until ``rtol``);
+    ``rtol`` (default ``eps^0.75`` of float64); ``precondition``.
     Shapes: ``x_t`` (N, *event) -> (N, *event).
     """
 
@@ -67,7 +70,6 @@ class MMPSDenoiser(GuidedDenoiser):
         self.maxiter = None if maxiter is None else check_count("maxiter", maxiter)
         self.rtol = None if rtol is None else float(check_positive("rtol", rtol))
         self.precondition = bool(precondition) and operator.svd is not None
-        self.sigma_y = operator.sigma_y
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         x0, _, _, correction = self.moments(x_t, t, cond)
@@ -77,14 +79,14 @@ class MMPSDenoiser(GuidedDenoiser):
         self, x_t: torch.Tensor, t: torch.Tensor, cond: dict
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x0, r, u, C A^T u)``, detached: the prior's estimate (N, *event), the residual
-        ``r = y - A x0`` and ``u = (A C A^T + s^2 I)^-1 r`` (N, *measurement), and the correction."""
+        ``r = y - A x0`` and ``u = (A C A^T + S)^-1 r`` (N, *measurement), and the correction."""
         alpha, sigma = self.schedule(t)
         with torch.enable_grad():
             x, x0 = self.prior_with_graph(x_t, t, cond)
             cov = self.covariance(x, x0, self.gamma(t, x_t))
 
-            def system(u: torch.Tensor) -> torch.Tensor:  # (A C A^T + s^2 I) u
-                return self.operator(cov(self.operator.adjoint(u))) + self.sigma_y**2 * u
+            def system(u: torch.Tensor) -> torch.Tensor:  # (A C A^T + S) u
+                return self.operator(cov(self.operator.adjoint(u))) + self.noise_covariance(u)
 
             residual = self.measurements(x_t) - self.operator(x0.detach())
             u = self.solve(system, residual, isotropic_variance(alpha, sigma))
@@ -102,7 +104,8 @@ class MMPSDenoiser(GuidedDenoiser):
 
     def inverse_sqrt_preconditioner(self, r2: torch.Tensor) -> Matvec:
         """``v -> P^-1/2 v`` for ``P = r^2 A A^T + s^2 I``, ``r2`` (B,) float64: with ``A = U S V^T``,
-        ``P^-1/2 v = U (p^-1/2 U^T v) + (v - U U^T v) / s``, ``p_i = r^2 s_i^2 + s^2``.
+        ``P^-1/2 v = U (p^-1/2 U^T v) + (v - U U^T v) / s``, ``p_i = r^2 s_i^2 + s^2``, ``s^2`` the mean
+        noise variance (any symmetric positive ``P`` leaves the solution as it is; this one is close).
 
         The second term, the part of ``v`` off the range of ``U``, is dropped when that range is the whole
         measurement space (masks, full-rank matrices): computed anyway it would be round-off times ``1 / s``.
@@ -110,7 +113,7 @@ class MMPSDenoiser(GuidedDenoiser):
         """
         svd = self.operator.svd
         s = svd.s.to(device=r2.device, dtype=torch.float64)
-        floor = torch.clamp_min(torch.full_like(r2, self.sigma_y**2), 1e-16 * r2 * s.max() ** 2)[:, None]
+        floor = torch.clamp_min(self.mean_noise_variance(r2), 1e-16 * r2 * s.max() ** 2)[:, None]
         scale = (r2[:, None] * s**2 + floor).rsqrt()
         full_range = int((s > 0).sum()) == self.measurement_dim
 
@@ -177,7 +180,7 @@ register(
         name="mmps",
         summary="moment matching: Tweedie covariance (sigma^2/alpha) dD/dx_t, Gaussian conditioning by CG",
         reference=REFERENCE,
-        needs=("linear", "gaussian"),
+        needs=("linear", "gaussian-or-poisson"),
         build=build_mmps,
         options_of=guided_options(build_mmps),
         default_steps=100,

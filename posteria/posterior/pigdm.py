@@ -44,11 +44,12 @@ class PiGDMDenoiser(GuidedDenoiser):
 
     The inverse: with an SVD ``A = U S V^T`` it is closed form,
     ``A^T (r^2 A A^T + s^2 I)^-1 v = V diag(s_i / (r^2 s_i^2 + s^2)) U^T v`` (the part of ``v`` off the
-    range of ``U`` is killed by ``A^T``), exact and finite even at ``s = 0``; without one, conjugate
-    gradients on the (m, m) system ``v -> r^2 A A^T v + s^2 v``, per sample.
+    range of ``U`` is killed by ``A^T``), exact and finite even at ``s = 0``; without one, or when the
+    noise covariance is a diagonal ``S`` rather than ``s^2 I`` (Poisson noise, approximated as Gaussian at
+    ``y``), conjugate gradients on the (m, m) system ``v -> r^2 A A^T v + S v``, per sample.
 
-    Args: ``prior``, a linear ``operator`` with Gaussian noise, ``y`` (N, *measurement), ``scale``
-    (guidance weight, default 1). Shapes: ``x_t`` (N, *event) -> (N, *event).
+    Args: ``prior``, a linear ``operator`` with Gaussian (or Poisson) noise, ``y`` (N, *measurement),
+    ``scale`` (guidance weight, default 1). Shapes: ``x_t`` (N, *event) -> (N, *event).
     """
 
     def __init__(
@@ -56,7 +57,6 @@ class PiGDMDenoiser(GuidedDenoiser):
     ) -> None:
         super().__init__(prior, operator, y)
         self.scale = float(check_positive("scale", scale))
-        self.sigma_y = operator.sigma_y
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         alpha, sigma = self.schedule(t)
@@ -70,17 +70,17 @@ class PiGDMDenoiser(GuidedDenoiser):
     def weighted_adjoint(self, v: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
         """``A^T (r^2 A A^T + s^2 I)^-1 v``: (B, *measurement) -> (B, *event), ``r2`` of shape (B,)."""
         svd = self.operator.svd
-        if svd is None:
+        if svd is None or not isinstance(self.noise_variance, float):
             return self.operator.adjoint(solve_measurements(lambda u: self.gram_plus_noise(u, r2), v))
         s = svd.s.to(device=v.device, dtype=r2.dtype)
         r2 = r2[:, None]
-        denominator = r2 * s**2 + self.sigma_y**2
+        denominator = r2 * s**2 + self.noise_variance
         gain = torch.where(s > 0, s / torch.where(s > 0, denominator, 1), 0)  # s = 0: A^T kills it
         return svd.V(gain * svd.Ut(v))
 
     def gram_plus_noise(self, u: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
-        """``r^2 A A^T u + s^2 u`` for measurements ``u`` (B, *measurement)."""
-        return expand_like(r2, u) * self.operator(self.operator.adjoint(u)) + self.sigma_y**2 * u
+        """``r^2 A A^T u + S u`` for measurements ``u`` (B, *measurement)."""
+        return expand_like(r2, u) * self.operator(self.operator.adjoint(u)) + self.noise_covariance(u)
 
 
 def build_pigdm(
@@ -102,7 +102,7 @@ register(
         name="pigdm",
         summary="pseudoinverse guidance: p(x | x_t) ~ N(D(x_t), r_t^2 I), closed-form inverse with an SVD",
         reference=REFERENCE,
-        needs=("linear", "gaussian"),
+        needs=("linear", "gaussian-or-poisson"),
         build=build_pigdm,
         options_of=guided_options(build_pigdm),
         default_steps=100,
