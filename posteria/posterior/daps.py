@@ -101,8 +101,8 @@ class DAPS(Sampler):
     3. ``x_s = alpha_s x0 + sigma_s z`` with fresh ``z`` (``x_0 = x0`` at the last level).
 
     Step size, per sample ``i``: ``eta_i = step_size / L_i`` with ``L_i = 1 / r_t^2 + lambda_i / tau^2``
-    (``tau^2`` the smallest ``v_j`` of the sample for a diagonal)
-    the largest curvature of the target, ``lambda_i = ||J||^2`` the top eigenvalue of ``J^T J``
+    the largest curvature of the target (for a diagonal, ``tau^2`` is the sample's smallest ``v_j``),
+    ``lambda_i = ||J||^2`` the top eigenvalue of ``J^T J``
     (closed form from an SVD; else :func:`jacobian_norm2`, once for a linear ``A``, at ``x0_hat`` of every
     level for a nonlinear one). The official code uses a fixed learning rate (5e-5 to 1e-4, decayed
     linearly to 1% over the levels), tuned for 256x256 images and ``tau = 0.01``; a curvature-scaled
