@@ -425,7 +425,8 @@ def test_bad_input(one_thread: None) -> None:
         solve(image_prior(), phase, phase(torch.zeros(1, 1, 8, 8)), "mmps")
     assert {"dps", "dps-squared", "pigdm", "mmps"} <= set(METHODS)
     # cost accounting: vjps through the prior per step, beyond its forward pass
-    assert METHODS["mmps"].build(p.prior, p.op, p.y, 10).denoiser.vjps_per_call == 6
+    assert METHODS["mmps"].build(p.prior, p.op, p.y, 10).denoiser.vjps_per_call == 5  # C A^T u recombined
+    assert METHODS["mmps"].build(p.prior, p.op, p.y, 10, maxiter=20).denoiser.vjps_per_call == 21
     assert METHODS["dps"].build(p.prior, p.op, p.y, 10).denoiser.vjps_per_call == 1
 
 
@@ -446,3 +447,34 @@ def test_mmps_iterations_follow_the_priors_covariance(tiny_prior: SimpleNamespac
         assert METHODS["tds-mmps"].build(prior, op, y, 4).moments.maxiter == expected
     assert METHODS["mmps"].build(network, op, y, 4, maxiter=7).denoiser.maxiter == 7
     assert (EXACT_ITERATIONS, NETWORK_ITERATIONS) == (5, 2)
+
+
+@pytest.mark.parametrize("name", ["inpaint-random", "sr2", "mri4"])
+def test_mmps_recombines_its_last_product_from_the_cg_ones(
+    tiny_prior: SimpleNamespace, one_thread: None, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """On a trained network (float32, complex k-space included): the correction ``C A^T u`` rebuilt from
+    the CG iterations' products is the one an extra vjp gives, to float32 rounding; the vjps actually
+    taken are ``vjps_per_call`` per call (2, not 3), and no call falls back."""
+    import posteria.posterior.mmps as mmps
+    from posteria.priors import load_prior
+    from posteria.tensors import batch_times
+
+    network = load_prior(tiny_prior.folder)
+    op = get_operator(name, (1, 8, 8), sigma_y=0.05)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 1, 8, 8, generator=g).clamp(-1, 1)
+    den = MMPSDenoiser(network, op, op.measure(x, g))
+    calls = []
+    monkeypatch.setattr(mmps, "vjp", lambda *args: calls.append(1) or vjp(*args))
+    for t in (0.8, 0.3, 0.05):
+        x_t = 0.7 * x + 0.5 * torch.randn(x.shape, generator=g)
+        recombined = den(x_t, batch_times(t, x_t))
+        assert len(calls) == den.vjps_per_call == 2
+        monkeypatch.setattr(mmps, "RECORDED_PRODUCTS", 0)  # every product by its own vjp
+        explicit = den(x_t, batch_times(t, x_t))
+        monkeypatch.setattr(mmps, "RECORDED_PRODUCTS", 8)
+        correction = explicit - network(x_t, batch_times(t, x_t))
+        assert float((recombined - explicit).norm() / correction.norm()) < 1e-5
+        calls.clear()
+    assert den.fallbacks == 3  # the explicit calls only
