@@ -39,16 +39,17 @@ class MMPSDenoiser(GuidedDenoiser):
     approximation at ``y`` (:meth:`~posteria.operators.noise_models.NoiseModel.likelihood_variance`), for
     which MMPS on a Gaussian prior is again exact.
 
-    The (m, m) system ``(A C A^T + S) u = y - A x0`` is solved per sample by conjugate gradients
-    (each iteration one vjp through the denoiser), iterated in float64. With an SVD it is preconditioned
-    by PiGDM's ``P = r_t^2 A A^T + s^2 I`` (:func:`~posteria.posterior.pigdm.isotropic_variance`),
-    applied as ``P^-1/2 (.) P^-1/2`` in closed form: the preconditioned matrix is ``I`` when
-    ``C = r_t^2 I``, and its conditioning is that of ``C / r_t^2``, whatever ``sigma_y`` (unpreconditioned:
-    about ``||A C A^T|| / s^2``; for a diagonal ``S``, ``s^2`` is its mean). Measured (float32, Gaussian
-    8x8 image prior, ``sigma_y = 1e-3``, DDPM 100 steps, 5 iterations): Gaussian blur, sample-mean error
-    0.15% and covariance as the exact sampler's, against 6.6% for plain float32 CG; with one iteration
-    (azula's and the paper code's default) 0.9% against 37% and a covariance error 22 times the
-    covariance. Masks gain nothing (``A A^T = I``, so ``P`` is a scalar).
+    The (m, m) system ``(A C A^T + S) u = y - A x0`` is solved per sample by conjugate gradients (each
+    iteration one vjp through the denoiser), iterated in float64; the correction ``C A^T u`` is then
+    recombined from the iterations' own products (:class:`RecordedProducts`), not one more vjp. With an SVD
+    the solve is preconditioned by PiGDM's ``P = r_t^2 A A^T + s^2 I``
+    (:func:`~posteria.posterior.pigdm.isotropic_variance`), applied as ``P^-1/2 (.) P^-1/2`` in closed form:
+    the preconditioned matrix is ``I`` when ``C = r_t^2 I``, and its conditioning is that of ``C / r_t^2``,
+    whatever ``sigma_y`` (unpreconditioned: about ``||A C A^T|| / s^2``; for a diagonal ``S``, ``s^2`` is its
+    mean). Measured (float32, Gaussian 8x8 image prior, ``sigma_y = 1e-3``, DDPM 100 steps, 5 iterations):
+    Gaussian blur, sample-mean error 0.15% and covariance as the exact sampler's, against 6.6% for plain
+    float32 CG; with one iteration (azula's and the paper code's default) 0.9% against 37% and a covariance
+    error 22 times the covariance. Masks gain nothing (``A A^T = I``, so ``P`` is a scalar).
 
     Args: ``prior``, a linear ``operator`` with Gaussian (or Poisson) noise, ``y`` (N, *measurement);
     ``maxiter`` CG iterations (``"auto"``: :func:`default_iterations`; ``None``: until ``rtol``);
