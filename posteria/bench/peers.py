@@ -259,7 +259,8 @@ def run_azula(
     ``cov_y = sigma_y^2 I``, MMPS's CG iterations and TDS's twist and particles as ours (see the
     ``*_runs`` functions). Unlike ours: azula's grid visits ``t = 1/steps`` last (ours ``t_min = 1e-3``,
     uniform for VP); azula's DPS divides by the norm of the whole batch's residual, not each sample's;
-    its CG is not preconditioned and runs all its iterations; its TDS resamples multinomially at every
+    its CG is not preconditioned and runs all its iterations, and its MMPS takes one more vjp per step for
+    ``C A^T u`` (ours recombines it from the CG products); its TDS resamples multinomially at every
     step and its last step returns the twisted estimate ``x0 + (sigma_t^2 / alpha_t) grad log twist``,
     where ours returns ``x0 = D(x_t)`` resampled by ``p(y | x0)``.
     """
