@@ -208,15 +208,6 @@ def test_dps_squared_needs_its_overshoot_limit(one_thread: None) -> None:
         METHODS["dps-squared"].build(p.prior, p.op, p.y.repeat(n, 1), 1000, limit=False)((n, D))
 
 
-def test_pigdm_is_exact_for_a_unit_covariance_prior(float64: None) -> None:
-    """Under ``N(mu, I)`` PiGDM's ``r_t^2 I`` is ``Cov[x | x_t]``, so its denoiser is the posterior's."""
-    p = problem(unit=True)
-    den = PiGDMDenoiser(p.prior, p.op, p.y.repeat(64, 1))
-    for i, t in enumerate((1.0, 0.3, 0.01)):
-        x_t = noisy_batch(p.post, t, 64, seed=i)
-        assert float(whitened_gap(den(x_t, t), p.exact(x_t, t), p.post).max()) < 1e-8
-
-
 # --- Poisson noise: MMPS and PiGDM on its Gaussian approximation at y -------------------------------------
 
 
@@ -262,9 +253,11 @@ def test_mmps_with_poisson_noise_is_the_approximate_posterior_denoiser(
         assert float(whitened_gap(got, isotropic.exact(x_t, t), p.post).max()) > 1e-2
 
 
-def test_pigdm_with_poisson_noise_is_exact_for_a_unit_covariance_prior(float64: None) -> None:
-    """As for Gaussian noise, now through conjugate gradients on ``r^2 A A^T + diag(v)``."""
-    p = poisson_problem(unit=True)
+@pytest.mark.parametrize("noise", ["gaussian", "poisson"])
+def test_pigdm_is_exact_for_a_unit_covariance_prior(float64: None, noise: str) -> None:
+    """Under ``N(mu, I)`` PiGDM's ``r_t^2 I`` is ``Cov[x | x_t]``, so its denoiser is the posterior's;
+    with Poisson noise that of its Gaussian approximation, through CG on ``r^2 A A^T + diag(v)``."""
+    p = problem(unit=True) if noise == "gaussian" else poisson_problem(unit=True)
     den = PiGDMDenoiser(p.prior, p.op, p.y.repeat(64, 1))
     for i, t in enumerate((1.0, 0.3, 0.01)):
         x_t = noisy_batch(p.post, t, 64, seed=i)
