@@ -399,9 +399,7 @@ def bench_restore(
     sigma_y: Annotated[float | None, typer.Option(help="Gaussian measurement noise [default: 0.05].")] = None,
     poisson: Annotated[
         float | None,
-        typer.Option(
-            help="Poisson noise instead: counts of a white pixel (the pixel tasks of the six).", min=0
-        ),
+        typer.Option(help="Poisson noise instead: counts of a white pixel (the pixel tasks of the six)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     peers: Annotated[bool, typer.Option(help="Also run azula where installed (Gaussian noise).")] = True,
@@ -434,12 +432,13 @@ def bench_restore(
     )
     from posteria.errors import check_count
     from posteria.io import atomic_write_text
+    from posteria.operators.registry import OPERATORS
     from posteria.posterior import METHODS
 
     noise = _noise_level(sigma_y, poisson)
     spec = RestoreBench(
         prior=prior,
-        tasks=_restore_tasks(tasks, noise),
+        tasks=_choices("tasks", tasks, list(OPERATORS)) if tasks else None,
         methods=_choices("methods", methods, list(METHODS)) if methods else None,
         digits=check_count("digits", digits),
         n=check_count("samples", samples),
@@ -577,28 +576,22 @@ def _method_options(
     return grouped
 
 
-def _restore_tasks(text: str | None, noise: dict[str, float]) -> tuple[str, ...]:
-    """The tasks of ``--tasks`` (default: the six; with Poisson noise those that measure pixels)."""
-    from posteria.bench.restore import TASKS
-    from posteria.operators.registry import OPERATORS, PIXEL_OPERATORS
-
-    if text is None:
-        return TASKS if "poisson" not in noise else tuple(t for t in TASKS if t in PIXEL_OPERATORS)
-    chosen = _choices("tasks", text, list(OPERATORS))
-    if "poisson" in noise and not set(chosen) <= set(PIXEL_OPERATORS):
-        bad = ", ".join(t for t in chosen if t not in PIXEL_OPERATORS)
-        raise PosteriaError(f"--poisson counts photons of pixels; tasks {bad} do not measure pixels")
-    return chosen
-
-
 def _variants(items: list[str], known: list[str]) -> tuple[tuple[str, dict[str, object]], ...]:
     """``--variant mmps.renoise=1,mmps.maxiter=3`` items as (method, options), one method per item."""
+    from posteria.posterior import METHODS
+    from posteria.posterior.base import check_options
+
     variants = []
     for item in items:
         grouped = _method_options(item.split(","), known, "--variant")
         if len(grouped) != 1:
             raise PosteriaError(f"--variant {item!r}: expected the options of one method, got {len(grouped)}")
-        variants.extend(grouped.items())
+        ((method, options),) = grouped.items()
+        try:
+            check_options(METHODS[method], options)
+        except PosteriaError as e:
+            raise PosteriaError(f"--variant {item!r}: {e}") from None
+        variants.append((method, options))
     return tuple(variants)
 
 

@@ -87,6 +87,8 @@ def restore(
     # as the sampler reports them (TDS) or per denoiser call (DPS, PiGDM, MMPS).
     vjps = getattr(sampler, "vjps", None)
     vjps = sampler.nfe * getattr(sampler.denoiser, "vjps_per_call", 0) if vjps is None else vjps
+    mmps = getattr(sampler, "moments", getattr(sampler, "denoiser", None))
+    vjps += getattr(mmps, "fallbacks", 0)  # MMPS's vjps beyond its count per call, if any
     return Restoration(method, y, samples, truth, sampler.nfe, vjps, time.perf_counter() - start)
 
 

@@ -8,8 +8,9 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from posteria.bench.restore import RestoreBench, Run, our_runs, report, run_restore, targets
+from posteria.bench.restore import TASKS, RestoreBench, Run, our_runs, report, run_restore, targets
 from posteria.cli import app
+from posteria.errors import PosteriaError
 from posteria.operators import get_operator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -144,15 +145,16 @@ def test_poisson_noise_runs_the_methods_that_serve_it_on_pixel_tasks(tmp_path, t
     assert saved["settings"]["poisson"] == 50 and saved["settings"]["sigma_y"] == 0
     assert [r["method"] for r in saved["results"]] == ["daps-2", "mmps-2"]  # DDRM needs Gaussian noise
     assert all(math.isfinite(r["psnr"]) and r["consistency"] > 0 for r in saved["results"])
-    assert RestoreBench(poisson=50.0).tasks == RestoreBench().tasks  # the CLI picks the pixel tasks
-    from posteria.cli import _restore_tasks
-
-    assert _restore_tasks(None, {"poisson": 50.0}) == ("inpaint-box", "inpaint-random", "sr4", "blur-gauss")
+    spec = RestoreBench(poisson=50.0)
+    assert spec.tasks == ("inpaint-box", "inpaint-random", "sr4", "blur-gauss") and spec.sigma_y == 0
+    assert RestoreBench().tasks == TASKS
+    with pytest.raises(PosteriaError, match="tasks cs25 do not measure pixels"):
+        RestoreBench(poisson=50.0, tasks=("sr4", "cs25"))
 
 
 def test_the_cli_names_a_bad_task_method_or_variant():
     bad = (("--tasks", "sr3"), ("--methods", "dpss"), ("--set", "dpss.zeta=1"), ("--variant", "dpss.zeta=1"),
-           ("--variant", "mmps.renoise=1,ddnm.renoise=1"))  # fmt: skip
+           ("--variant", "mmps.renoise=1,ddnm.renoise=1"), ("--variant", "mmps.renoice=1"))  # fmt: skip
     for option, value in bad:
         result = CliRunner().invoke(app, ["bench", "restore", option, value])
         assert result.exit_code != 0

@@ -26,6 +26,7 @@ from posteria.metrics.image import consistency, psnr, ssim
 from posteria.operators import get_operator
 from posteria.operators.base import Operator
 from posteria.operators.noise_models import PoissonNoise
+from posteria.operators.registry import PIXEL_OPERATORS
 from posteria.posterior import METHODS, supported
 from posteria.priors import load_prior
 from posteria.report.figures import image_rows, plt, save_figure
@@ -74,10 +75,12 @@ class RestoreBench:
     ``particles``), posterior samplers at ``steps``, DPS also at ``reference_steps``; ``options`` maps a
     method to the keyword options of all its runs (``{"ddrm": {"eta": 1.0}}``); each of ``variants``
     (method, options) adds a run of that method with those options too. ``poisson``: Poisson noise of
-    that many counts for a white pixel in place of ``sigma_y`` (pixel tasks only; azula is not run)."""
+    that many counts for a white pixel in place of ``sigma_y`` (set to 0), on pixel tasks only (by
+    default the four of :data:`TASKS` that measure pixels); azula is not run then. ``tasks`` None: the
+    default tasks."""
 
     prior: str = "mnist"
-    tasks: tuple[str, ...] = TASKS
+    tasks: tuple[str, ...] | None = None
     methods: tuple[str, ...] | None = None
     digits: int = 16
     n: int = 1
@@ -90,6 +93,18 @@ class RestoreBench:
     peers: bool = True
     options: dict[str, dict[str, object]] = field(default_factory=dict)
     variants: tuple[tuple[str, dict[str, object]], ...] = TUNED_VARIANTS
+
+    def __post_init__(self) -> None:
+        if self.poisson is None:
+            self.tasks = TASKS if self.tasks is None else self.tasks
+            return
+        self.sigma_y = 0.0
+        self.tasks = tuple(t for t in TASKS if t in PIXEL_OPERATORS) if self.tasks is None else self.tasks
+        other = [t for t in self.tasks if t not in PIXEL_OPERATORS]
+        if other:
+            raise PosteriaError(
+                f"poisson counts photons of pixels; tasks {', '.join(other)} do not measure pixels"
+            )
 
 
 @dataclass

@@ -134,7 +134,8 @@ class PoissonNoise(NoiseModel):
     def likelihood_variance(self, y: torch.Tensor) -> torch.Tensor:
         """``Var[y_j] = 2 (mean_j + 1) / rate`` with the measured ``y_j`` in place of the unknown mean
         (floored at one count, as :meth:`std`): DPS's Gaussian approximation of the Poisson likelihood,
-        whose weights ``1 / (2 y_j)`` are this variance in counts (Chung et al., 2023, section 3.2)."""
+        which weights residual ``j`` by the inverse of the measured count (Chung et al., 2023, section
+        3.2)."""
         return self.std(y) ** 2
 
     def __repr__(self) -> str:

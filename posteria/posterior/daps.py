@@ -74,6 +74,8 @@ def likelihood_score(
     """``grad_x log N(y; A(x), diag(v)) = J^T ((y - A(x)) / v)`` (B, *event), ``v`` a float or shaped like
     ``y``: by the operator's own adjoint when it is linear (``J = A``; no autograd graph, which would cost
     DAPS's 20 Langevin steps per level more than the operator itself), else by autograd through ``A``."""
+    if isinstance(variance, torch.Tensor):  # Poisson's diagonal, computed from y: x's dtype and device
+        variance = variance.to(device=x.device, dtype=x.real.dtype)
     if operator.linear:
         return operator.adjoint((match(y, x) - operator(x)) / variance)
     with torch.enable_grad():

@@ -23,7 +23,7 @@ from posteria.operators.linalg import conjugate_gradient
 from posteria.samplers import get_sampler
 from posteria.samplers.base import Sampler
 from posteria.samplers.ddim import DDIM
-from posteria.tensors import flat
+from posteria.tensors import expand_like, flat
 
 Matvec = Callable[[torch.Tensor], torch.Tensor]
 
@@ -72,6 +72,35 @@ class GuidedDenoiser(Denoiser):
         if isinstance(self.noise_variance, float):
             return torch.full_like(like, self.noise_variance)
         return flat(self.noise_variance).mean(1).to(like)
+
+    def inverse_sqrt_preconditioner(self, r2: torch.Tensor) -> Matvec:
+        """``v -> P^-1/2 v`` for ``P = r^2 A A^T + s^2 I``, ``r2`` (B,) float64: with ``A = U S V^T``,
+        ``P^-1/2 v = U (p^-1/2 U^T v) + (v - U U^T v) / s``, ``p_i = r^2 s_i^2 + s^2``, ``s^2`` the mean
+        noise variance (any symmetric positive ``P`` leaves the solution as it is; this one is close).
+
+        The second term, the part of ``v`` off the range of ``U``, is dropped when that range is the whole
+        measurement space (masks, full-rank matrices): computed anyway it would be round-off times ``1 / s``.
+        At ``s = 0`` the floor ``s^2 >= 1e-16 r^2 max s_i^2`` keeps ``P`` invertible.
+        """
+        svd = self.operator.svd
+        s = svd.s.to(device=r2.device, dtype=torch.float64)
+        floor = torch.clamp_min(self.mean_noise_variance(r2), 1e-16 * r2 * s.max() ** 2)[:, None]
+        scale = (r2[:, None] * s**2 + floor).rsqrt()
+        full_range = int((s > 0).sum()) == self.measurement_dim
+
+        def apply(v: torch.Tensor) -> torch.Tensor:
+            coords = svd.Ut(v)
+            out = svd.U(scale.to(coords.dtype) * coords)
+            if not full_range:
+                out = out + expand_like(floor[:, 0].rsqrt(), v) * (v - svd.U(coords))
+            return out
+
+        return apply
+
+    @property
+    def measurement_dim(self) -> int:
+        """The real dimension of the measurement space (twice the entries for complex measurements)."""
+        return real_view(self.y[:1]).numel()
 
     def measurements(self, x_t: torch.Tensor) -> torch.Tensor:
         """``y`` in the dtype (real or complex) and on the device of ``x_t``, checked against its batch."""

@@ -19,7 +19,6 @@ from posteria.posterior.guidance import (
 )
 from posteria.posterior.pigdm import isotropic_variance
 from posteria.samplers.base import Sampler
-from posteria.tensors import expand_like
 
 REFERENCE = (
     "Rozet, Andry, Lanusse & Louppe, Learning diffusion priors from observations by expectation "
@@ -36,8 +35,8 @@ class MMPSDenoiser(GuidedDenoiser):
     posterior mean is the Gaussian conditioning above; for a Gaussian prior both moments are exact, so
     MMPS is then the exact posterior denoiser and any sampler on it samples ``p(x | y)``. ``S`` is the
     noise covariance: ``s^2 I`` for Gaussian noise, and for Poisson noise the diagonal of its Gaussian
-    approximation at ``y`` (:meth:`~posteria.operators.noise_models.NoiseModel.likelihood_variance`), for
-    which MMPS on a Gaussian prior is again exact.
+    approximation at ``y`` (:meth:`~posteria.operators.noise_models.NoiseModel.likelihood_variance`):
+    then MMPS on a Gaussian prior samples exactly the posterior of that approximate likelihood.
 
     The (m, m) system ``(A C A^T + S) u = y - A x0`` is solved per sample by conjugate gradients (each
     iteration one vjp through the denoiser), iterated in float64; the correction ``C A^T u`` is then
@@ -46,10 +45,11 @@ class MMPSDenoiser(GuidedDenoiser):
     (:func:`~posteria.posterior.pigdm.isotropic_variance`), applied as ``P^-1/2 (.) P^-1/2`` in closed form:
     the preconditioned matrix is ``I`` when ``C = r_t^2 I``, and its conditioning is that of ``C / r_t^2``,
     whatever ``sigma_y`` (unpreconditioned: about ``||A C A^T|| / s^2``; for a diagonal ``S``, ``s^2`` is its
-    mean). Measured (float32, Gaussian 8x8 image prior, ``sigma_y = 1e-3``, DDPM 100 steps, 5 iterations):
-    Gaussian blur, sample-mean error 0.15% and covariance as the exact sampler's, against 6.6% for plain
-    float32 CG; with one iteration (azula's and the paper code's default) 0.9% against 37% and a covariance
-    error 22 times the covariance. Masks gain nothing (``A A^T = I``, so ``P`` is a scalar).
+    mean, and the spread of ``S``'s entries adds to the conditioning). Measured (float32, Gaussian 8x8 image
+    prior, ``sigma_y = 1e-3``, DDPM 100 steps, 5 iterations): Gaussian blur, sample-mean error 0.15% and
+    covariance as the exact sampler's, against 6.6% for plain float32 CG; with one iteration (azula's and the
+    paper code's default) 0.9% against 37% and a covariance error 22 times the covariance. Masks gain nothing
+    (``A A^T = I``, so ``P`` is a scalar).
 
     Args: ``prior``, a linear ``operator`` with Gaussian (or Poisson) noise, ``y`` (N, *measurement);
     ``maxiter`` CG iterations (``"auto"``: :func:`default_iterations`; ``None``: until ``rtol``);
@@ -71,7 +71,7 @@ class MMPSDenoiser(GuidedDenoiser):
         self.maxiter = None if maxiter is None else check_count("maxiter", maxiter)
         self.rtol = None if rtol is None else float(check_positive("rtol", rtol))
         self.precondition = bool(precondition) and operator.svd is not None
-        self.fallbacks = 0  # calls whose C A^T u took its own vjp (see RecordedProducts)
+        self.fallbacks = 0  # calls whose recombined C A^T u failed its check and took one more vjp
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         x0, _, _, correction = self.moments(x_t, t, cond)
@@ -95,8 +95,8 @@ class MMPSDenoiser(GuidedDenoiser):
             residual = self.measurements(x_t) - self.operator(x0.detach())
             u = self.solve(system, residual, isotropic_variance(alpha, sigma))
             correction = products.combine(u, like=x0)
-            if correction is None:  # u not in the span of the recorded products: one more vjp
-                self.fallbacks += 1
+            if correction is None:  # more products than recorded, or the check failed: one more vjp
+                self.fallbacks += products.calls <= products.limit
                 correction = products(u)
             return x0.detach(), residual, u, correction.detach()
 
@@ -110,42 +110,14 @@ class MMPSDenoiser(GuidedDenoiser):
         W = self.inverse_sqrt_preconditioner(r2.to(torch.float64)) if self.precondition else None
         return solve_measurements(system, b, self.maxiter, self.rtol, W)
 
-    def inverse_sqrt_preconditioner(self, r2: torch.Tensor) -> Matvec:
-        """``v -> P^-1/2 v`` for ``P = r^2 A A^T + s^2 I``, ``r2`` (B,) float64: with ``A = U S V^T``,
-        ``P^-1/2 v = U (p^-1/2 U^T v) + (v - U U^T v) / s``, ``p_i = r^2 s_i^2 + s^2``, ``s^2`` the mean
-        noise variance (any symmetric positive ``P`` leaves the solution as it is; this one is close).
-
-        The second term, the part of ``v`` off the range of ``U``, is dropped when that range is the whole
-        measurement space (masks, full-rank matrices): computed anyway it would be round-off times ``1 / s``.
-        At ``s = 0`` the floor ``s^2 >= 1e-16 r^2 max s_i^2`` keeps ``P`` invertible.
-        """
-        svd = self.operator.svd
-        s = svd.s.to(device=r2.device, dtype=torch.float64)
-        floor = torch.clamp_min(self.mean_noise_variance(r2), 1e-16 * r2 * s.max() ** 2)[:, None]
-        scale = (r2[:, None] * s**2 + floor).rsqrt()
-        full_range = int((s > 0).sum()) == self.measurement_dim
-
-        def apply(v: torch.Tensor) -> torch.Tensor:
-            coords = svd.Ut(v)
-            out = svd.U(scale.to(coords.dtype) * coords)
-            if not full_range:
-                out = out + expand_like(floor[:, 0].rsqrt(), v) * (v - svd.U(coords))
-            return out
-
-        return apply
-
     @property
     def vjps_per_call(self) -> int:
         """At most one per CG iteration; the final ``C A^T u`` is recombined from them
         (:class:`RecordedProducts`) when there are at most :data:`RECORDED_PRODUCTS`, else one more. A call
-        whose recombination fails its check takes one more too (counted in ``fallbacks``)."""
+        whose recombination fails its check takes one more too: counted in ``fallbacks``, which
+        :func:`posteria.restore.restore` adds to the total."""
         iterations = self.maxiter or 2 * self.measurement_dim
         return iterations + (iterations > RECORDED_PRODUCTS)
-
-    @property
-    def measurement_dim(self) -> int:
-        """The real dimension of the measurement space (twice the entries for complex measurements)."""
-        return real_view(self.y[:1]).numel()
 
 
 #: Products ``C A^T u_k`` that :class:`RecordedProducts` keeps: enough for every default iteration count.
@@ -161,8 +133,9 @@ class RecordedProducts:
     that were its matvec inputs (preconditioned: of ``P^-1/2`` times them, which are the inputs again), so
     MMPS's final ``C A^T u`` comes free: with 2 CG iterations, 2 vjps per call instead of 3. The ``c_k``
     are found per sample by least squares on the normalised ``u_k``, in float64, and used only if they
-    reproduce ``u`` to ``1000 eps`` of its dtype (relative): else :meth:`combine` returns None and the
-    caller applies ``L`` once more.
+    reproduce ``u`` to ``1000 eps`` of its dtype (relative) and do not cancel (``sum_k |c_k| ||L u_k||``
+    at most 100 times ``||L u||``, so the rounding of the ``L u_k`` is not amplified): else
+    :meth:`combine` returns None and the caller applies ``L`` once more.
     """
 
     def __init__(self, linear_map: Matvec, limit: int) -> None:
@@ -194,7 +167,11 @@ class RecordedProducts:
         if bool((misfit.norm(dim=1) > 1000 * eps * target.norm(dim=1)).any()):
             return None
         Z = torch.stack([z.flatten(1) for z in self.outputs], dim=2).to(torch.float64)
-        return (Z @ c)[..., 0].reshape(like.shape).to(like.dtype)
+        combined = (Z @ c)[..., 0]
+        terms = (Z.norm(dim=1) * c[..., 0].abs()).sum(1)
+        if bool((terms > 100 * combined.norm(dim=1)).any()):
+            return None
+        return combined.reshape(like.shape).to(like.dtype)
 
 
 #: CG iterations by default: to convergence in practice where the Jacobian is an exact covariance, and

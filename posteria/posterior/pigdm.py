@@ -46,7 +46,8 @@ class PiGDMDenoiser(GuidedDenoiser):
     ``A^T (r^2 A A^T + s^2 I)^-1 v = V diag(s_i / (r^2 s_i^2 + s^2)) U^T v`` (the part of ``v`` off the
     range of ``U`` is killed by ``A^T``), exact and finite even at ``s = 0``; without one, or when the
     noise covariance is a diagonal ``S`` rather than ``s^2 I`` (Poisson noise, approximated as Gaussian at
-    ``y``), conjugate gradients on the (m, m) system ``v -> r^2 A A^T v + S v``, per sample.
+    ``y``), conjugate gradients on the (m, m) system ``v -> r^2 A A^T v + S v``, per sample (with an SVD
+    preconditioned by the closed form with ``s^2`` the mean of ``S``).
 
     Args: ``prior``, a linear ``operator`` with Gaussian (or Poisson) noise, ``y`` (N, *measurement),
     ``scale`` (guidance weight, default 1). Shapes: ``x_t`` (N, *event) -> (N, *event).
@@ -68,10 +69,13 @@ class PiGDMDenoiser(GuidedDenoiser):
         return (x0 + self.scale * self.gamma(t, x_t) * g).detach()
 
     def weighted_adjoint(self, v: torch.Tensor, r2: torch.Tensor) -> torch.Tensor:
-        """``A^T (r^2 A A^T + s^2 I)^-1 v``: (B, *measurement) -> (B, *event), ``r2`` of shape (B,)."""
+        """``A^T (r^2 A A^T + S)^-1 v``: (B, *measurement) -> (B, *event), ``r2`` of shape (B,)."""
         svd = self.operator.svd
         if svd is None or not isinstance(self.noise_variance, float):
-            return self.operator.adjoint(solve_measurements(lambda u: self.gram_plus_noise(u, r2), v))
+            # CG; with an SVD preconditioned as MMPS's, the diagonal replaced by its mean
+            W = None if svd is None else self.inverse_sqrt_preconditioner(r2.to(torch.float64))
+            u = solve_measurements(lambda u: self.gram_plus_noise(u, r2), v, inverse_sqrt=W)
+            return self.operator.adjoint(u)
         s = svd.s.to(device=v.device, dtype=r2.dtype)
         r2 = r2[:, None]
         denominator = r2 * s**2 + self.noise_variance

@@ -224,7 +224,7 @@ class MomentTDS(TDS):
     of the twist's Gaussian is left out: it costs a Lanczos run per particle, and any positive twist keeps
     TDS asymptotically exact (the weights correct for it); for a Gaussian prior ``C`` does not depend on
     ``x_t``, so nothing is lost. Options as :class:`TDS`, plus ``maxiter`` (default: as ``mmps``),
-    ``rtol``, ``precondition``. Costs ``maxiter + 1`` vector-Jacobian products per step.
+    ``rtol``, ``precondition``. Costs MMPS's vector-Jacobian products per step (``maxiter``).
     """
 
     def __init__(
