@@ -192,15 +192,17 @@ def test_likelihood_score_with_a_variance_per_entry(name: str) -> None:
 
 
 def test_daps_with_poisson_noise_samples_its_gaussian_approximation() -> None:
-    """Poisson noise (rate 20; counts 4 and 18) enters DAPS's Langevin steps as ``N(y; A x, diag(v))``,
-    ``v`` the variance at ``y``: the samples' mean is that posterior's (50 levels, n = 2000; measured 0.06
-    posterior sds, the prior mean 1.7 away; bound 0.15)."""
+    """Poisson noise (rate 20; counts 4 and 18) enters DAPS's Langevin steps as ``N(y; A x, tau^2 I)``,
+    ``tau^2`` the mean of its variances at ``y``: the samples' mean is that posterior's (50 levels,
+    n = 2000; measured 0.06 posterior sds, the prior mean 1.7 away; bound 0.15)."""
     p = problem(0.1)
     op = MatrixOperator(p.op.matrix, noise=PoissonNoise(20.0))
     y = torch.tensor([-0.6, 0.8])
     v = op.noise.likelihood_variance(y)
-    whitened = MatrixOperator(p.op.matrix / v.sqrt()[:, None], sigma_y=1.0)
-    post = gaussian_posterior(p.mean, p.cov, whitened, (y / v.sqrt())[None])
+    assert torch.equal(DAPS.likelihood_variance(op, y[None], None), v.mean().expand(1, 2))
+    post = gaussian_posterior(
+        p.mean, p.cov, MatrixOperator(p.op.matrix, sigma_y=float(v.mean().sqrt())), y[None]
+    )
     p = SimpleNamespace(den=p.den, op=op, y=y, post=post)
     x = draw("daps", p, 50, 2000)
     got, prior = mean_error(x, p), mean_error(p.den.mean[None], p)
