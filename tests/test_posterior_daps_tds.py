@@ -194,7 +194,7 @@ def test_likelihood_score_with_a_variance_per_entry(name: str) -> None:
 def test_daps_with_poisson_noise_samples_its_gaussian_approximation() -> None:
     """Poisson noise (rate 20; counts 4 and 18) enters DAPS's Langevin steps as ``N(y; A x, tau^2 I)``,
     ``tau^2`` the mean of its variances at ``y``: the samples' mean is that posterior's (50 levels,
-    n = 2000; measured 0.06 posterior sds, the prior mean 1.7 away; bound 0.15)."""
+    n = 2000; measured 0.06 posterior sds, the prior mean 1.8 away; bound 0.15)."""
     p = problem(0.1)
     op = MatrixOperator(p.op.matrix, noise=PoissonNoise(20.0))
     y = torch.tensor([-0.6, 0.8])
