@@ -145,6 +145,7 @@ def test_poisson_noise_runs_the_methods_that_serve_it_on_pixel_tasks(tmp_path, t
     assert saved["settings"]["poisson"] == 50 and saved["settings"]["sigma_y"] == 0
     assert [r["method"] for r in saved["results"]] == ["daps-2", "mmps-2"]  # DDRM needs Gaussian noise
     assert all(math.isfinite(r["psnr"]) and r["consistency"] > 0 for r in saved["results"])
+    assert saved["peers"] == "azula not run (Poisson noise)"
     spec = RestoreBench(poisson=50.0)
     assert spec.tasks == ("inpaint-box", "inpaint-random", "sr4", "blur-gauss") and spec.sigma_y == 0
     assert RestoreBench().tasks == TASKS

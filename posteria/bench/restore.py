@@ -280,6 +280,7 @@ def report(rows: list[dict], spec: RestoreBench) -> tuple[str, str]:
 
     goals = targets(rows)
     peers = f"azula {azula_version()}" if azula_version() else "azula not installed"
+    peers = "azula not run (Poisson noise)" if spec.poisson is not None else peers
     hidden = ("tasks", "methods", "variants")
     settings = ", ".join(f"{k}={v}" for k, v in asdict(spec).items() if k not in hidden)
     variants = "; ".join(Run(name, spec.steps, spec.n, tuple(o.items())).label for name, o in spec.variants)
