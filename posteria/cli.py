@@ -403,6 +403,9 @@ def bench_restore(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     peers: Annotated[bool, typer.Option(help="Also run azula where installed (Gaussian noise).")] = True,
+    repeats: Annotated[
+        int, typer.Option(help="Pairs of runs, ours and azula's in turn, behind each ours/theirs ratio.")
+    ] = 1,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="A method's option for all its runs: --set ddrm.eta=1 (repeatable)."),
@@ -448,6 +451,7 @@ def bench_restore(
         poisson=noise.get("poisson"),
         seed=seed,
         peers=peers,
+        repeats=check_count("repeats", repeats),
         options=_method_options(set_, list(METHODS)),
         variants=(_variants(variant, list(METHODS)) if variant else TUNED_VARIANTS) if variants else (),
     )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from posteria.bench.restore import TASKS, RestoreBench, Run, our_runs, report, run_restore, targets
@@ -175,3 +177,33 @@ def test_report_states_the_settings_and_the_missing_peers():
     text, markdown = report(rows, spec)
     assert json.loads(text)["settings"]["digits"] == 16
     assert "steps=100" in markdown and "azula" in markdown
+
+
+def test_repeats_pair_our_runs_with_azulas_in_alternating_order(tiny_prior, monkeypatch):
+    """Three pairs: ours then theirs (the main run), theirs then ours, ours then theirs; the ratio is the
+    median of the pairs' ratios and each row shows its library's median seconds."""
+    import posteria.bench.restore as bench
+    from posteria.bench.peers import PeerRun
+
+    calls, ours_seconds, their_seconds = [], iter([2.0, 3.0, 4.0]), iter([4.0, 2.0, 1.0])
+    real_restore = bench.restore
+
+    def fake_restore(*args, **kw):
+        calls.append("ours")
+        return dataclasses.replace(real_restore(*args, **kw), seconds=next(ours_seconds))
+
+    def fake_azula(method, prior, operator, y, steps, n, seed):
+        calls.append("theirs")
+        return PeerRun(torch.zeros(y.shape[0], n, *operator.event_shape), next(their_seconds), steps)
+
+    monkeypatch.setattr(bench, "restore", fake_restore)
+    monkeypatch.setattr(bench, "run_azula", fake_azula)
+    monkeypatch.setattr(bench, "azula_version", lambda: "0.0")
+    spec = tiny_bench(str(tiny_prior.folder), tasks=("inpaint-box",), methods=("dps",), reference_steps=2,
+                      peers=True, repeats=3)  # fmt: skip
+    rows, _ = run_restore(spec, progress=False)
+    assert calls == ["ours", "theirs", "theirs", "ours", "ours", "theirs"]
+    ours, theirs = rows
+    assert ours["ours_over_theirs"] == theirs["ours_over_theirs"] == 1.5  # median of 0.5, 1.5, 4
+    assert ours["ratio_range"] == "0.500-4.000"
+    assert (ours["s_per_image"], theirs["s_per_image"]) == (3.0 / 2, 2.0 / 2)  # 2 digits

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import median
 
 import torch
 from tqdm.auto import tqdm
@@ -77,7 +78,8 @@ class RestoreBench:
     (method, options) adds a run of that method with those options too. ``poisson``: Poisson noise of
     that many counts for a white pixel in place of ``sigma_y`` (set to 0), on pixel tasks only (by
     default the four of :data:`TASKS` that measure pixels); azula is not run then. ``tasks`` None: the
-    default tasks."""
+    default tasks. ``repeats``: how many times each run shared with azula is timed, ours and theirs in
+    turn, alternating which goes first (this machine's wall times vary by 10% from run to run)."""
 
     prior: str = "mnist"
     tasks: tuple[str, ...] | None = None
@@ -91,6 +93,7 @@ class RestoreBench:
     poisson: float | None = None
     seed: int = 0
     peers: bool = True
+    repeats: int = 1
     options: dict[str, dict[str, object]] = field(default_factory=dict)
     variants: tuple[tuple[str, dict[str, object]], ...] = TUNED_VARIANTS
 
@@ -195,22 +198,52 @@ def peer_rows(
     task: str, prior: Denoiser, operator: Operator, y: torch.Tensor, x: torch.Tensor, spec: RestoreBench,
     cost: dict, ours: list[dict],
 ) -> list[dict]:  # fmt: skip
-    """azula's runs of the methods it shares with us, with ``ours_over_theirs`` wall time."""
+    """azula's runs of the methods it shares with us, with ``ours_over_theirs`` wall time: the median of
+    the ratios of ``spec.repeats`` pairs of runs (their spread in ``ratio_range``), and each side's
+    median seconds in its row."""
     rows = []
-    for name in [m for m in AZULA_METHODS if m in supported(operator)]:
-        n = spec.particles if name in PARTICLE_METHODS else spec.n
-        label = f"{name}-{spec.steps}"
+    shared = [m for m in AZULA_METHODS if m in supported(operator) and m in (spec.methods or AZULA_METHODS)]
+    for name in shared:
+        run = Run(name, spec.steps, spec.particles if name in PARTICLE_METHODS else spec.n)
         try:
-            run = run_azula(name, prior, operator, y, spec.steps, n, spec.seed)
+            theirs = run_azula(name, prior, operator, y, run.steps, run.n, spec.seed)
         except PosteriaError as e:  # our denoiser refuses NaN input: azula's iterates blew up
-            rows.append({"task": task, "method": label, "library": "azula", "note": f"failed: {e}"})
+            rows.append({"task": task, "method": run.label, "library": "azula", "note": f"failed: {e}"})
             continue
-        row = {"task": task, **score(label, "azula", operator, y, x, run.samples)}
-        row |= timing(run.seconds, x.shape[0], run.nfe, run.vjps, cost[n])
-        mine = next(r for r in ours if r["method"] == label)
-        mine["ours_over_theirs"] = row["ours_over_theirs"] = mine["s_per_image"] / row["s_per_image"]
+        mine = next(r for r in ours if r["method"] == run.label)
+        pairs = [(mine["s_per_image"] * x.shape[0], theirs.seconds)]
+        pairs += [
+            timed_pair(prior, operator, y, run, spec, ours_first=i % 2 == 0) for i in range(1, spec.repeats)
+        ]
+        row = {"task": task, **score(run.label, "azula", operator, y, x, theirs.samples)}
+        row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, cost[run.n])
+        mine |= timing(median([s for s, _ in pairs]), x.shape[0], mine["nfe"], mine["vjps"], cost[run.n])
+        ratios = [a / b for a, b in pairs]
+        mine["ours_over_theirs"] = row["ours_over_theirs"] = median(ratios)
+        if spec.repeats > 1:
+            mine["ratio_range"] = row["ratio_range"] = f"{min(ratios):.3f}-{max(ratios):.3f}"
         rows.append(row)
     return rows
+
+
+def timed_pair(
+    prior: Denoiser, operator: Operator, y: torch.Tensor, run: Run, spec: RestoreBench, ours_first: bool
+) -> tuple[float, float]:
+    """Seconds of our ``run`` and of azula's same method, NFE and seed, one after the other."""
+
+    def mine() -> float:
+        return restore(
+            prior, operator, y, run.method, run.steps, run.n, spec.seed, **run.options(spec)
+        ).seconds
+
+    def theirs() -> float:
+        return run_azula(run.method, prior, operator, y, run.steps, run.n, spec.seed).seconds
+
+    if ours_first:
+        first = mine()
+        return first, theirs()
+    first = theirs()
+    return mine(), first
 
 
 def run_restore(spec: RestoreBench, progress: bool = True) -> tuple[list[dict], dict[str, dict]]:
