@@ -32,7 +32,7 @@ def test_every_run_is_scored_with_psnr_timing_and_overhead(tiny_prior):
     assert labels == {(t, m) for t in spec.tasks for m in ("dps-2", "dps-3", "ddrm-2", "tikhonov", "tds-2")}
     for row in rows:
         assert math.isfinite(row["psnr"]) and 0 <= row["ssim"] <= 1 and row["consistency"] >= 0
-        assert row["s_per_image"] > 0
+        assert row["s_per_image"] > 0 and row["network_forward_s"] > 0 and row["network_vjp_s"] >= 0
         assert (row["overhead"] is None) == (row["method"] == "tikhonov")
     assert {r["nfe"] for r in rows if r["method"] == "dps-3"} == {3}
     assert set(shown["mri4"]) == {"truth", "dps-2", "dps-3", "ddrm-2", "tikhonov", "tds-2"}

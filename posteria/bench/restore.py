@@ -154,9 +154,11 @@ def score(
 
 
 def timing(seconds: float, images: int, nfe: int, vjps: int, cost: NetworkCost) -> dict[str, object]:
-    """NFE, VJPs, seconds per image and ``overhead`` = seconds / the bare network's cost of the run."""
+    """NFE, VJPs, seconds per image, the bare network's cost per batch, and ``overhead`` = seconds / what
+    the run's NFE and VJPs cost the bare network."""
     bare = cost.seconds(nfe, vjps)
     return {"nfe": nfe, "vjps": vjps, "s_per_image": seconds / images,
+            "network_forward_s": cost.forward, "network_vjp_s": cost.vjp,
             "overhead": seconds / bare if bare > 0 else None}  # fmt: skip
 
 
@@ -175,28 +177,30 @@ def our_runs(operator: Operator, spec: RestoreBench) -> list[Run]:
     return runs + [run(name, variant) for name, variant in spec.variants if name in names]
 
 
-def run_task(
-    task: str, prior: Denoiser, x: torch.Tensor, spec: RestoreBench, cost: dict
-) -> tuple[list, dict]:
-    """Rows of one task and the first sample of every run (for the figure)."""
+def run_task(task: str, prior: Denoiser, x: torch.Tensor, spec: RestoreBench) -> tuple[list, dict]:
+    """Rows of one task and the first sample of every run (for the figure).
+
+    The bare network is timed right before each run, at the run's batch: the machine's speed drifts by
+    10-40% over a bench of an hour, so one timing at the start would bias the later tasks' overheads."""
     noise = None if spec.poisson is None else PoissonNoise(spec.poisson)
     g = torch.Generator().manual_seed(spec.seed)
     operator = get_operator(task, tuple(x.shape[1:]), spec.sigma_y, g, noise=noise)
     y = measure(operator, x, spec.seed)
     rows, shown = [], {}
     for run in tqdm(our_runs(operator, spec), desc=task, leave=False):
+        cost = NetworkCost.measure(prior, x.shape[0] * run.n)
         res = restore(prior, operator, y, run.method, run.steps, run.n, spec.seed, **run.options(spec))
         row = {"task": task, **score(run.label, "posteria", operator, y, x, res.samples)}
-        rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, cost[run.n]))
+        rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, cost))
         shown[run.label] = res.samples[:, 0]
     if spec.peers and spec.poisson is None and azula_version() is not None:
-        rows += peer_rows(task, prior, operator, y, x, spec, cost, rows)
+        rows += peer_rows(task, prior, operator, y, x, spec, rows)
     return rows, shown
 
 
 def peer_rows(
     task: str, prior: Denoiser, operator: Operator, y: torch.Tensor, x: torch.Tensor, spec: RestoreBench,
-    cost: dict, ours: list[dict],
+    ours: list[dict],
 ) -> list[dict]:  # fmt: skip
     """azula's runs of the methods it shares with us, with ``ours_over_theirs`` wall time: the median of
     the ratios of ``spec.repeats`` pairs of runs (their spread in ``ratio_range``), and each side's
@@ -205,6 +209,7 @@ def peer_rows(
     shared = [m for m in AZULA_METHODS if m in supported(operator) and m in (spec.methods or AZULA_METHODS)]
     for name in shared:
         run = Run(name, spec.steps, spec.particles if name in PARTICLE_METHODS else spec.n)
+        cost = NetworkCost.measure(prior, x.shape[0] * run.n)
         try:
             theirs = run_azula(name, prior, operator, y, run.steps, run.n, spec.seed)
         except PosteriaError as e:  # our denoiser refuses NaN input: azula's iterates blew up
@@ -216,8 +221,9 @@ def peer_rows(
             timed_pair(prior, operator, y, run, spec, ours_first=i % 2 == 0) for i in range(1, spec.repeats)
         ]
         row = {"task": task, **score(run.label, "azula", operator, y, x, theirs.samples)}
-        row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, cost[run.n])
-        mine |= timing(median([s for s, _ in pairs]), x.shape[0], mine["nfe"], mine["vjps"], cost[run.n])
+        row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, cost)
+        mine_cost = NetworkCost(mine["network_forward_s"], mine["network_vjp_s"])
+        mine |= timing(median([s for s, _ in pairs]), x.shape[0], mine["nfe"], mine["vjps"], mine_cost)
         ratios = [a / b for a, b in pairs]
         mine["ours_over_theirs"] = row["ours_over_theirs"] = median(ratios)
         if spec.repeats > 1:
@@ -250,11 +256,9 @@ def run_restore(spec: RestoreBench, progress: bool = True) -> tuple[list[dict], 
     """All rows, and per task the images to show: the truth and the first sample of every run."""
     prior = load_prior(spec.prior)
     x = load_dataset(prior.card["data"], "test")[0][: spec.digits]
-    sizes = {spec.n, spec.particles}
-    cost = {n: NetworkCost.measure(prior, spec.digits * n) for n in sizes}
     rows, shown = [], {}
     for task in tqdm(spec.tasks, desc="tasks", disable=not progress):
-        task_rows, shown[task] = run_task(task, prior, x, spec, cost)
+        task_rows, shown[task] = run_task(task, prior, x, spec)
         shown[task] = {"truth": x, **shown[task]}
         rows += task_rows
     return rows, shown
