@@ -24,7 +24,7 @@ from posteria.classical.regression import MaskedRegressor
 from posteria.data import load_dataset
 from posteria.denoisers.parameterisation import ParameterisedDenoiser, parameterise
 from posteria.errors import PosteriaError
-from posteria.nn import ClassifierConfig, DigitClassifier, UNetConfig, build_backbone
+from posteria.nn import ClassifierConfig, DigitClassifier, UNetConfig, build_backbone, channels_last
 from posteria.noise import get_schedule
 from posteria.train.checkpoint import read_state, save_json, save_tensors
 
@@ -84,7 +84,7 @@ def _load_network(name_or_path: str | Path, kind: str, build: Callable[[dict], n
     """The network ``build(card["config"])`` of a shipped ``kind`` folder with its weights, eval mode."""
     folder = _resolve(name_or_path, kind)
     card = json.loads((folder / "card.json").read_text())
-    model = build(card["config"])
+    model = channels_last(build(card["config"]))
     model.load_state_dict(load_file(folder / "weights.safetensors"))
     model.card = card
     return model.eval().requires_grad_(False)

@@ -1,5 +1,7 @@
 """The shipped prior and classifier: they load offline, reject bad input, and do their jobs."""
 
+import copy
+
 import pytest
 import torch
 
@@ -7,6 +9,7 @@ import posteria as pa
 from posteria.data import mnist10k
 from posteria.errors import PosteriaError
 from posteria.priors import read_card, shipped
+from posteria.train.checkpoint import save_json, save_tensors
 
 
 def test_the_mnist_prior_and_classifier_ship_with_cards():
@@ -34,6 +37,24 @@ def test_the_prior_rejects_nan_and_times_outside_the_unit_interval():
         prior(torch.full((1, 1, 28, 28), float("nan")), 0.5)
     with pytest.raises(PosteriaError, match=r"t must lie in \[0, 1\]"):
         prior(torch.zeros(1, 1, 28, 28), 1.5)
+
+
+def test_networks_load_in_channels_last_layout_and_agree_with_the_contiguous_one(tmp_path):
+    """The layout is a speed choice only: a contiguous copy gives the same E[x | x_t] and the same
+    VJP to float32 rounding, and saving writes weights that load back to the same outputs."""
+    prior, classifier = pa.load_prior("mnist"), pa.load_classifier("mnist")
+    for model in (prior, classifier):
+        weights = [p for p in model.parameters() if p.dim() == 4]
+        assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    contiguous = copy.deepcopy(prior).to(memory_format=torch.contiguous_format)
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    out, out_ref = prior(x, 0.4), contiguous(x, 0.4)
+    torch.testing.assert_close(out, out_ref, rtol=0, atol=1e-5)
+    (vjp,), (vjp_ref,) = torch.autograd.grad(out, x, x), torch.autograd.grad(out_ref, x, x)
+    torch.testing.assert_close(vjp, vjp_ref, rtol=0, atol=1e-4)
+    save_tensors(prior.backbone.state_dict(), tmp_path / "weights.safetensors")
+    save_json(prior.card, tmp_path / "card.json")
+    torch.testing.assert_close(pa.load_prior(tmp_path)(x, 0.4), out, rtol=0, atol=0)
 
 
 @torch.no_grad()

@@ -16,7 +16,7 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm.auto import tqdm
 
-from posteria.nn import UNet, UNetConfig
+from posteria.nn import UNet, UNetConfig, channels_last
 
 
 class MaskedRegressor(nn.Module):
@@ -86,7 +86,7 @@ def train_regressor(
     settings = RegressorTraining() if settings is None else settings
     g = torch.Generator().manual_seed(settings.seed)
     torch.manual_seed(settings.seed)
-    model = MaskedRegressor(regressor_config(x.shape[1]))
+    model = channels_last(MaskedRegressor(regressor_config(x.shape[1])))
     opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=settings.lr, total_steps=settings.steps)
     start = time.perf_counter()

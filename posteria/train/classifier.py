@@ -8,7 +8,7 @@ import torch
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from posteria.nn import ClassifierConfig, DigitClassifier
+from posteria.nn import ClassifierConfig, DigitClassifier, channels_last
 
 
 def random_shift(x: torch.Tensor, max_shift: int, g: torch.Generator) -> torch.Tensor:
@@ -40,7 +40,7 @@ def train_classifier(
     wall time in seconds."""
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
-    model = DigitClassifier(ClassifierConfig(in_channels=x.shape[1]))
+    model = channels_last(DigitClassifier(ClassifierConfig(in_channels=x.shape[1])))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
     start = time.perf_counter()
