@@ -8,7 +8,7 @@ import torch
 import posteria as pa
 from posteria.data import mnist10k
 from posteria.errors import PosteriaError
-from posteria.priors import read_card, shipped
+from posteria.priors import prior_from_card, read_card, shipped
 from posteria.train.checkpoint import save_json, save_tensors
 
 
@@ -55,6 +55,16 @@ def test_networks_load_in_channels_last_layout_and_agree_with_the_contiguous_one
     save_tensors(prior.backbone.state_dict(), tmp_path / "weights.safetensors")
     save_json(prior.card, tmp_path / "card.json")
     torch.testing.assert_close(pa.load_prior(tmp_path)(x, 0.4), out, rtol=0, atol=0)
+
+
+@torch.no_grad()
+def test_a_colour_prior_answers_in_the_usual_layout():
+    """With 3 channels the channels-last layout is visible in strides: the Denoiser hides it."""
+    backbone = {"in_channels": 3, "channels": 8, "multipliers": [1, 2], "blocks_per_level": 1, "emb_dim": 16}
+    card = {"arch": "unet", "backbone": backbone, "schedule": "cosine", "parameterisation": "epsilon",
+            "sigma_data": 0.5, "event_shape": [3, 8, 8]}  # fmt: skip
+    out = prior_from_card(card).eval()(torch.randn(2, 3, 8, 8), 0.5)
+    assert out.is_contiguous() and out.shape == (2, 3, 8, 8)
 
 
 @torch.no_grad()

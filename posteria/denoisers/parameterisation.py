@@ -41,7 +41,8 @@ class ParameterisedDenoiser(Denoiser):
         alpha, sigma = self.coefficients(t, x_t)
         c_in = torch.rsqrt(alpha**2 * self.sigma_data**2 + sigma**2)
         c_noise = torch.log((sigma / alpha).clamp_min(_MIN_RATIO)).reshape(-1) / 4
-        out = self.backbone(c_in * x_t, c_noise, **cond)
+        # Channels-last backbones (nn.channels_last) answer in that layout; callers get the usual one.
+        out = self.backbone(c_in * x_t, c_noise, **cond).contiguous()
         return self.to_x0(x_t, out, alpha, sigma)
 
     def to_x0(self, x_t, out, alpha, sigma) -> torch.Tensor:
