@@ -10,7 +10,17 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from posteria.bench.restore import TASKS, RestoreBench, Run, our_runs, report, run_restore, targets
+from posteria.bench.restore import (
+    TASKS,
+    NetworkCost,
+    RestoreBench,
+    Run,
+    our_runs,
+    report,
+    run_restore,
+    targets,
+)
+from posteria.bench.timing import NetworkClock
 from posteria.cli import app
 from posteria.errors import PosteriaError
 from posteria.operators import get_operator
@@ -37,6 +47,23 @@ def test_every_run_is_scored_with_psnr_timing_and_overhead(tiny_prior):
     assert {r["nfe"] for r in rows if r["method"] == "dps-3"} == {3}
     assert set(shown["mri4"]) == {"truth", "dps-2", "dps-3", "ddrm-2", "tikhonov", "tds-2"}
     assert shown["mri4"]["tds-2"].shape == (2, 1, 8, 8)
+
+
+def test_the_network_clock_counts_calls_with_and_without_a_graph_and_rescales_the_bare_cost():
+    network = torch.nn.Linear(3, 3)
+    x = torch.randn(2, 3)
+    with NetworkClock(network) as clock:
+        with torch.no_grad():
+            network(x)
+            network(x)
+        network(x.requires_grad_(True)).sum().backward()
+    network(x)  # after the context: not counted
+    assert clock.calls == {False: 2, True: 1} and all(s > 0 for s in clock.seconds.values())
+    clock.seconds = {False: 2 * 0.3, True: 0.45}  # the run saw the network 1.5 times slower than alone
+    cost = NetworkCost(forward=0.2, forward_graph=0.3, vjp=0.4).during(clock)
+    assert cost == pytest.approx(NetworkCost(0.3, 0.45, 0.6))
+    idle = NetworkClock(network)
+    assert NetworkCost(0.2, 0.3, 0.4).during(idle) == NetworkCost(0.2, 0.3, 0.4)
 
 
 def test_tds_runs_with_its_particles_and_dps_gets_a_reference_run():

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from posteria.bench.peers import AZULA_METHODS, azula_version, run_azula
-from posteria.bench.timing import best_of
+from posteria.bench.timing import NetworkClock, best_of
 from posteria.data import load_dataset
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError
@@ -112,9 +112,11 @@ class RestoreBench:
 
 @dataclass
 class NetworkCost:
-    """Seconds of one denoiser forward, and of one vector-Jacobian product (backward), per batch."""
+    """Seconds of one denoiser forward (without and with an autograd graph), and of one vector-Jacobian
+    product (backward, counted with the graph's extra cost), per batch."""
 
     forward: float
+    forward_graph: float
     vjp: float
 
     @classmethod
@@ -122,17 +124,24 @@ class NetworkCost:
         x = torch.randn(batch, *prior.event_shape)
         t = batch_times(0.5, x)
         forward = best_of(lambda: prior(x, t), repeats=5)
-
-        def forward_backward() -> None:
-            with torch.enable_grad():
-                x_ = x.clone().requires_grad_(True)
-                torch.autograd.grad(prior(x_, t), x_, x)
-
-        return cls(forward, max(best_of(forward_backward, repeats=5) - forward, 0.0))
+        x_ = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            forward_graph = best_of(lambda: prior(x_, t), repeats=5)
+            both = best_of(lambda: torch.autograd.grad(prior(x_, t), x_, x), repeats=5)
+        return cls(forward, forward_graph, max(both - forward, 0.0))
 
     def seconds(self, nfe: int, vjps: int) -> float:
         """What ``nfe`` calls and ``vjps`` VJPs cost the bare network."""
         return nfe * self.forward + vjps * self.vjp
+
+    def during(self, clock: NetworkClock) -> NetworkCost:
+        """This cost at the machine's speed during a run: scaled by the run's own seconds in the network
+        (``clock``) over what its calls cost here; unscaled if the run never called the network."""
+        bare = clock.calls[False] * self.forward + clock.calls[True] * self.forward_graph
+        if bare == 0:
+            return self
+        speed = (clock.seconds[False] + clock.seconds[True]) / bare
+        return NetworkCost(self.forward * speed, self.forward_graph * speed, self.vjp * speed)
 
 
 def score(
@@ -158,7 +167,8 @@ def timing(seconds: float, images: int, nfe: int, vjps: int, cost: NetworkCost) 
     the run's NFE and VJPs cost the bare network."""
     bare = cost.seconds(nfe, vjps)
     return {"nfe": nfe, "vjps": vjps, "s_per_image": seconds / images,
-            "network_forward_s": cost.forward, "network_vjp_s": cost.vjp,
+            "network_forward_s": cost.forward, "network_forward_graph_s": cost.forward_graph,
+            "network_vjp_s": cost.vjp,
             "overhead": seconds / bare if bare > 0 else None}  # fmt: skip
 
 
@@ -180,18 +190,20 @@ def our_runs(operator: Operator, spec: RestoreBench) -> list[Run]:
 def run_task(task: str, prior: Denoiser, x: torch.Tensor, spec: RestoreBench) -> tuple[list, dict]:
     """Rows of one task and the first sample of every run (for the figure).
 
-    The bare network is timed right before each run, at the run's batch: the machine's speed drifts by
-    10-40% over a bench of an hour, so one timing at the start would bias the later tasks' overheads."""
+    ``overhead`` divides a run's time by its network calls' cost at the speed the machine had during the
+    run: the bare network, timed right before the run at its batch, scaled by the run's own seconds
+    inside the network (:class:`NetworkClock`) over what those calls cost the bare network."""
     noise = None if spec.poisson is None else PoissonNoise(spec.poisson)
     g = torch.Generator().manual_seed(spec.seed)
     operator = get_operator(task, tuple(x.shape[1:]), spec.sigma_y, g, noise=noise)
     y = measure(operator, x, spec.seed)
     rows, shown = [], {}
     for run in tqdm(our_runs(operator, spec), desc=task, leave=False):
-        cost = NetworkCost.measure(prior, x.shape[0] * run.n)
-        res = restore(prior, operator, y, run.method, run.steps, run.n, spec.seed, **run.options(spec))
+        bare = NetworkCost.measure(prior, x.shape[0] * run.n)
+        with NetworkClock(prior.backbone) as clock:
+            res = restore(prior, operator, y, run.method, run.steps, run.n, spec.seed, **run.options(spec))
         row = {"task": task, **score(run.label, "posteria", operator, y, x, res.samples)}
-        rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, cost))
+        rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, bare.during(clock)))
         shown[run.label] = res.samples[:, 0]
     if spec.peers and spec.poisson is None and azula_version() is not None:
         rows += peer_rows(task, prior, operator, y, x, spec, rows)
@@ -209,9 +221,10 @@ def peer_rows(
     shared = [m for m in AZULA_METHODS if m in supported(operator) and m in (spec.methods or AZULA_METHODS)]
     for name in shared:
         run = Run(name, spec.steps, spec.particles if name in PARTICLE_METHODS else spec.n)
-        cost = NetworkCost.measure(prior, x.shape[0] * run.n)
+        bare = NetworkCost.measure(prior, x.shape[0] * run.n)
         try:
-            theirs = run_azula(name, prior, operator, y, run.steps, run.n, spec.seed)
+            with NetworkClock(prior.backbone) as clock:
+                theirs = run_azula(name, prior, operator, y, run.steps, run.n, spec.seed)
         except PosteriaError as e:  # our denoiser refuses NaN input: azula's iterates blew up
             rows.append({"task": task, "method": run.label, "library": "azula", "note": f"failed: {e}"})
             continue
@@ -221,8 +234,8 @@ def peer_rows(
             timed_pair(prior, operator, y, run, spec, ours_first=i % 2 == 0) for i in range(1, spec.repeats)
         ]
         row = {"task": task, **score(run.label, "azula", operator, y, x, theirs.samples)}
-        row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, cost)
-        mine_cost = NetworkCost(mine["network_forward_s"], mine["network_vjp_s"])
+        row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, bare.during(clock))
+        mine_cost = NetworkCost(*(mine[f"network_{k}_s"] for k in ("forward", "forward_graph", "vjp")))
         mine |= timing(median([s for s, _ in pairs]), x.shape[0], mine["nfe"], mine["vjps"], mine_cost)
         ratios = [a / b for a, b in pairs]
         mine["ours_over_theirs"] = row["ours_over_theirs"] = median(ratios)
