@@ -57,13 +57,15 @@ def test_the_network_clock_counts_calls_with_and_without_a_graph_and_rescales_th
             network(x)
             network(x)
         network(x.requires_grad_(True)).sum().backward()
+        network(torch.randn(5, 3))
     network(x)  # after the context: not counted
-    assert clock.calls == {False: 2, True: 1} and all(s > 0 for s in clock.seconds.values())
-    clock.seconds = {False: 2 * 0.3, True: 0.45}  # the run saw the network 1.5 times slower than alone
-    cost = NetworkCost(forward=0.2, forward_graph=0.3, vjp=0.4).during(clock)
-    assert dataclasses.astuple(cost) == pytest.approx((0.3, 0.45, 0.6))
+    assert dict(clock.calls) == {(False, 2): 2, (True, 2): 1, (False, 5): 1}
+    # 1.5 times slower than alone; the batch-5 call is not at the bare timing's batch: ignored
+    clock.seconds = {(False, 2): 2 * 0.3, (True, 2): 0.45, (False, 5): 9.0}
+    cost = NetworkCost(forward=0.2, forward_graph=0.3, vjp=0.4, batch=2).during(clock)
+    assert dataclasses.astuple(cost) == pytest.approx((0.3, 0.45, 0.6, 2))
     idle = NetworkClock(network)
-    assert NetworkCost(0.2, 0.3, 0.4).during(idle) == NetworkCost(0.2, 0.3, 0.4)
+    assert NetworkCost(0.2, 0.3, 0.4, 2).during(idle) == NetworkCost(0.2, 0.3, 0.4, 2)
 
 
 def test_tds_runs_with_its_particles_and_dps_gets_a_reference_run():

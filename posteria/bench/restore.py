@@ -113,22 +113,25 @@ class RestoreBench:
 @dataclass
 class NetworkCost:
     """Seconds of one denoiser forward (without and with an autograd graph), and of one vector-Jacobian
-    product (backward, counted with the graph's extra cost), per batch."""
+    product (backward, counted with the graph's extra cost), per batch of ``batch`` items."""
 
     forward: float
     forward_graph: float
     vjp: float
+    batch: int
 
     @classmethod
     def measure(cls, prior: Denoiser, batch: int) -> NetworkCost:
         x = torch.randn(batch, *prior.event_shape)
         t = batch_times(0.5, x)
-        forward = best_of(lambda: prior(x, t), repeats=5)
         x_ = x.clone().requires_grad_(True)
         with torch.enable_grad():
-            forward_graph = best_of(lambda: prior(x_, t), repeats=5)
-            both = best_of(lambda: torch.autograd.grad(prior(x_, t), x_, x), repeats=5)
-        return cls(forward, forward_graph, max(both - forward, 0.0))
+            vjp = lambda: torch.autograd.grad(prior(x_, t), x_, x)  # noqa: E731
+            calls = (lambda: prior(x, t), lambda: prior(x_, t), vjp)
+            # Round-robin, so that the three minima come from the same phases of the machine's speed.
+            rounds = [[best_of(call, repeats=1, warmup=int(i == 0)) for call in calls] for i in range(5)]
+        forward, forward_graph, both = (min(times) for times in zip(*rounds, strict=True))
+        return cls(forward, forward_graph, max(both - forward, 0.0), batch)
 
     def seconds(self, nfe: int, vjps: int) -> float:
         """What ``nfe`` calls and ``vjps`` VJPs cost the bare network."""
@@ -136,12 +139,15 @@ class NetworkCost:
 
     def during(self, clock: NetworkClock) -> NetworkCost:
         """This cost at the machine's speed during a run: scaled by the run's own seconds in the network
-        (``clock``) over what its calls cost here; unscaled if the run never called the network."""
-        bare = clock.calls[False] * self.forward + clock.calls[True] * self.forward_graph
+        (``clock``) over what those calls cost here. Only calls at this cost's batch count: a smaller
+        batch costs more per item (azula's TDS calls the network per particle), which is the method's
+        overhead, not the machine's speed. Unscaled if the run made no such call."""
+        keys = [(graph, batch) for graph, batch in clock.calls if batch == self.batch]
+        bare = sum(clock.calls[k] * (self.forward_graph if k[0] else self.forward) for k in keys)
         if bare == 0:
             return self
-        speed = (clock.seconds[False] + clock.seconds[True]) / bare
-        return NetworkCost(self.forward * speed, self.forward_graph * speed, self.vjp * speed)
+        speed = sum(clock.seconds[k] for k in keys) / bare
+        return NetworkCost(self.forward * speed, self.forward_graph * speed, self.vjp * speed, self.batch)
 
 
 def score(
@@ -235,7 +241,7 @@ def peer_rows(
         ]
         row = {"task": task, **score(run.label, "azula", operator, y, x, theirs.samples)}
         row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, bare.during(clock))
-        mine_cost = NetworkCost(*(mine[f"network_{k}_s"] for k in ("forward", "forward_graph", "vjp")))
+        mine_cost = NetworkCost(*(mine[f"network_{k}_s"] for k in ("forward", "forward_graph", "vjp")), 1)
         mine |= timing(median([s for s, _ in pairs]), x.shape[0], mine["nfe"], mine["vjps"], mine_cost)
         ratios = [a / b for a, b in pairs]
         mine["ours_over_theirs"] = row["ours_over_theirs"] = median(ratios)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Callable
 
 import torch
@@ -25,8 +26,8 @@ def best_of(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> floa
 
 
 class NetworkClock:
-    """Seconds spent inside ``network``'s forward calls while the context is open, and their count, apart
-    for calls that record an autograd graph (``[True]``) and calls that do not (``[False]``).
+    """Seconds spent inside ``network``'s forward calls while the context is open, and their count, keyed
+    by ``(graph, batch)``: whether the call recorded an autograd graph, and its batch size.
 
     Timing the network inside a run, rather than alone before it, puts both in the same phase of the
     machine: on these machines the speed of identical work moves by 30-50% within seconds (one forward
@@ -35,8 +36,9 @@ class NetworkClock:
 
     def __init__(self, network: nn.Module) -> None:
         self.network = network
-        self.seconds, self.calls = {False: 0.0, True: 0.0}, {False: 0, True: 0}
-        self._start, self._graph = 0.0, False
+        self.seconds: dict[tuple[bool, int], float] = defaultdict(float)
+        self.calls: dict[tuple[bool, int], int] = defaultdict(int)
+        self._start, self._key = 0.0, (False, 1)
 
     def __enter__(self) -> NetworkClock:
         self._hooks = [
@@ -51,9 +53,10 @@ class NetworkClock:
 
     def _tick(self, module: nn.Module, args: tuple) -> None:
         inputs = [a for a in args if isinstance(a, torch.Tensor)]
-        self._graph = torch.is_grad_enabled() and any(a.requires_grad for a in inputs)
+        graph = torch.is_grad_enabled() and any(a.requires_grad for a in inputs)
+        self._key = (graph, inputs[0].shape[0] if inputs and inputs[0].dim() else 1)
         self._start = time.perf_counter()
 
     def _tock(self, *_: object) -> None:
-        self.seconds[self._graph] += time.perf_counter() - self._start
-        self.calls[self._graph] += 1
+        self.seconds[self._key] += time.perf_counter() - self._start
+        self.calls[self._key] += 1
