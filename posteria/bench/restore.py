@@ -241,7 +241,8 @@ def peer_rows(
         ]
         row = {"task": task, **score(run.label, "azula", operator, y, x, theirs.samples)}
         row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, bare.during(clock))
-        mine_cost = NetworkCost(*(mine[f"network_{k}_s"] for k in ("forward", "forward_graph", "vjp")), 1)
+        costs = (mine[f"network_{k}_s"] for k in ("forward", "forward_graph", "vjp"))
+        mine_cost = NetworkCost(*costs, batch=x.shape[0] * run.n)
         mine |= timing(median([s for s, _ in pairs]), x.shape[0], mine["nfe"], mine["vjps"], mine_cost)
         ratios = [a / b for a, b in pairs]
         mine["ours_over_theirs"] = row["ours_over_theirs"] = median(ratios)
