@@ -20,11 +20,12 @@ def build_backbone(arch: str, config: dict) -> nn.Module:
 def channels_last(model: nn.Module) -> nn.Module:
     """``model`` with its 4-D (convolution) weights in channels-last layout, in place; returned.
 
-    Why: oneDNN's convolutions run faster on it (the shipped UNet's forward by 25-45%, forward and
-    backward by 20-25%, training steps by 30-50% at batch 16-64 on one CPU thread; ``posteria bench
-    speed`` measures both layouts), and a convolution with channels-last weights computes in that layout
-    whatever its input's, so callers change nothing. Outputs agree with the contiguous layout to float32
-    rounding. A no-op for modules without 4-D weights (the MLP). Saving makes weights contiguous again.
+    Why: oneDNN's convolutions run faster on it (the shipped UNet's forward 1.40-1.47x and forward +
+    backward 1.31-1.39x faster at batch 16-64 on one CPU thread; ``posteria bench speed`` measures both
+    layouts, BENCHMARKS.md has the numbers), and a convolution with channels-last weights computes in
+    that layout whatever its input's, so callers change nothing. Outputs agree with the contiguous layout
+    to float32 rounding. A no-op for modules without 4-D weights (the MLP). Saving makes weights
+    contiguous again.
     """
     return model.to(memory_format=torch.channels_last)
 
