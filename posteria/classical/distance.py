@@ -13,6 +13,7 @@ first steps see a smooth landscape and the last a sharp one.
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 
@@ -25,11 +26,22 @@ from posteria.operators.base import LinearOperator
 from posteria.tensors import batch_times
 
 
-def denoiser_projection(denoiser: Denoiser, sigma: float) -> Callable[[torch.Tensor], torch.Tensor]:
-    """``P(x) = E[x_0 | x_t = alpha_t x]`` at the time ``t`` where ``sigma_t / alpha_t = sigma``."""
-    t = float(denoiser.schedule.time_of_ratio(torch.tensor(sigma, dtype=torch.float64)))
-    alpha = float(denoiser.schedule(torch.tensor(t, dtype=torch.float64))[0])
-    return lambda x: denoiser(alpha * x, batch_times(t, x))
+def denoiser_projections(
+    denoiser: Denoiser, sigmas: torch.Tensor
+) -> list[Callable[[torch.Tensor], torch.Tensor]]:
+    """``P_k(x) = E[x_0 | x_t = alpha_t x]`` at the times ``t_k`` where ``sigma_t / alpha_t = sigmas[k]``.
+
+    The times come from one bisection over all of ``sigmas`` (K,): one bisection per step cost 3 ms, 7%
+    of a batch-8 MNIST forward."""
+    times = denoiser.schedule.time_of_ratio(sigmas.to(torch.float64))
+    alphas = denoiser.schedule(times)[0]
+    return [
+        partial(_scaled_denoise, denoiser, float(t), float(a)) for t, a in zip(times, alphas, strict=True)
+    ]
+
+
+def _scaled_denoise(denoiser: Denoiser, t: float, alpha: float, x: torch.Tensor) -> torch.Tensor:
+    return denoiser(alpha * x, batch_times(t, x))
 
 
 def map_distance(
@@ -46,7 +58,7 @@ def map_distance(
     estimate.
 
     ``eta = 1 / (||A||^2 + lambda)`` (the gradient's Lipschitz constant when ``P`` is a projection onto
-    a subspace). ``P`` is ``project`` if given, else :func:`denoiser_projection` at noise levels going
+    a subspace). ``P`` is ``project`` if given, else :func:`denoiser_projections` at noise levels going
     geometrically from ``sigma_max`` to ``sigma_min``; ``weight`` is ``lambda``. Each step calls the
     denoiser once (NFE = steps). Defaults: of ``lambda in {1, 3}`` x ``sigma_max in {0.5, 1, 2}`` at 50
     steps on 16 training digits, ``lambda = 1, sigma_max = 1`` was best or within 0.6 dB of the best on
@@ -61,8 +73,8 @@ def map_distance(
     x = tikhonov(denoiser, operator, y, steps)  # not A^+ y, which amplifies noise where s is small
     eta = 1 / (lipschitz(operator, x) + lam)
     sigmas = torch.logspace(torch.log10(torch.tensor(hi)), torch.log10(torch.tensor(lo)), steps)
-    for sigma in sigmas.tolist():
-        projection = project if project is not None else denoiser_projection(denoiser, sigma)
+    projections = [project] * steps if project is not None else denoiser_projections(denoiser, sigmas)
+    for projection in projections:
         x = x - eta * (operator.adjoint(operator(x) - y) + lam * (x - projection(x)))
     return x
 
