@@ -56,14 +56,23 @@ def test_the_network_clock_counts_calls_with_and_without_a_graph_and_rescales_th
         with torch.no_grad():
             network(x)
             network(x)
-        network(x.requires_grad_(True)).sum().backward()
+        leaf = x.clone().requires_grad_(True)
+        out = network(leaf * 2).sum()
+        torch.autograd.grad(out, leaf, retain_graph=True)
+        torch.autograd.grad(out, leaf)  # a second VJP through the same call is timed too
         network(torch.randn(5, 3))
     network(x)  # after the context: not counted
     assert dict(clock.calls) == {(False, 2): 2, (True, 2): 1, (False, 5): 1}
+    assert dict(clock.backward_calls) == {2: 2} and clock.backward_seconds[2] > 0
     # 1.5 times slower than alone; the batch-5 call is not at the bare timing's batch: ignored
     clock.seconds = {(False, 2): 2 * 0.3, (True, 2): 0.45, (False, 5): 9.0}
-    cost = NetworkCost(forward=0.2, forward_graph=0.3, vjp=0.4, batch=2).during(clock)
+    bare = NetworkCost(forward=0.2, forward_graph=0.3, vjp=0.4, batch=2)
+    assert bare.backward == pytest.approx(0.3)  # the VJP less the graph's extra forward cost
+    clock.backward_seconds = {2: 2 * 0.45}
+    cost = bare.during(clock)
     assert dataclasses.astuple(cost) == pytest.approx((0.3, 0.45, 0.6, 2))
+    clock.backward_seconds = {2: 1.95}  # backward 3.25 times slower: seconds 1.05 + 1.95 over bare 0.7 + 0.6
+    assert bare.during(clock).forward == pytest.approx(0.2 * 3.0 / 1.3)
     idle = NetworkClock(network)
     assert NetworkCost(0.2, 0.3, 0.4, 2).during(idle) == NetworkCost(0.2, 0.3, 0.4, 2)
 

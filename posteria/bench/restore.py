@@ -137,16 +137,23 @@ class NetworkCost:
         """What ``nfe`` calls and ``vjps`` VJPs cost the bare network."""
         return nfe * self.forward + vjps * self.vjp
 
+    @property
+    def backward(self) -> float:
+        """Seconds of the backward pass alone: a VJP less the graph-recording forward it adds to a call."""
+        return max(self.vjp + self.forward - self.forward_graph, 0.0)
+
     def during(self, clock: NetworkClock) -> NetworkCost:
-        """This cost at the machine's speed during a run: scaled by the run's own seconds in the network
-        (``clock``) over what those calls cost here. Only calls at this cost's batch count: a smaller
-        batch costs more per item (azula's TDS calls the network per particle), which is the method's
-        overhead, not the machine's speed. Unscaled if the run made no such call."""
+        """This cost at the machine's speed during a run: scaled by the run's own seconds in the network,
+        forward and backward (``clock``), over what those calls cost here. Only calls at this cost's batch
+        count: a smaller batch costs more per item (azula's TDS calls the network per particle), which is
+        the method's overhead, not the machine's speed. Unscaled if the run made no such call."""
         keys = [(graph, batch) for graph, batch in clock.calls if batch == self.batch]
         bare = sum(clock.calls[k] * (self.forward_graph if k[0] else self.forward) for k in keys)
+        bare += clock.backward_calls.get(self.batch, 0) * self.backward
         if bare == 0:
             return self
-        speed = sum(clock.seconds[k] for k in keys) / bare
+        seconds = sum(clock.seconds[k] for k in keys) + clock.backward_seconds.get(self.batch, 0.0)
+        speed = seconds / bare
         return NetworkCost(self.forward * speed, self.forward_graph * speed, self.vjp * speed, self.batch)
 
 
