@@ -15,6 +15,7 @@ from posteria.bench.restore import (
     NetworkCost,
     RestoreBench,
     Run,
+    equal_speed_ratio,
     our_runs,
     report,
     run_restore,
@@ -75,6 +76,16 @@ def test_the_network_clock_counts_calls_with_and_without_a_graph_and_rescales_th
     assert bare.during(clock).forward == pytest.approx(0.2 * 3.0 / 1.3)
     idle = NetworkClock(network)
     assert NetworkCost(0.2, 0.3, 0.4, 2).during(idle) == NetworkCost(0.2, 0.3, 0.4, 2)
+
+
+def test_the_equal_speed_ratio_weighs_each_overhead_by_its_runs_network_work():
+    """MMPS: ours 2 VJPs per step at overhead 1.05, theirs 3 at 1.0: (1.05 x 50) / (1.0 x 70) = 0.75; the
+    same work at the same overhead is 1 whatever the wall times were."""
+    cost = NetworkCost(forward=0.1, forward_graph=0.12, vjp=0.2, batch=8)
+    mine = {"overhead": 1.05, "nfe": 100, "vjps": 200}
+    assert equal_speed_ratio(mine, {"overhead": 1.0, "nfe": 100, "vjps": 300}, cost) == pytest.approx(0.75)
+    assert equal_speed_ratio(mine, mine, cost) == 1.0
+    assert equal_speed_ratio(mine, {"overhead": None, "nfe": 100, "vjps": 300}, cost) is None
 
 
 def test_tds_runs_with_its_particles_and_dps_gets_a_reference_run():

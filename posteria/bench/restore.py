@@ -229,7 +229,7 @@ def peer_rows(
 ) -> list[dict]:  # fmt: skip
     """azula's runs of the methods it shares with us, with ``ours_over_theirs`` wall time: the median of
     the ratios of ``spec.repeats`` pairs of runs (their spread in ``ratio_range``), and each side's
-    median seconds in its row."""
+    median seconds in its row; and the ratio at equal network speed (:func:`equal_speed_ratio`)."""
     rows = []
     shared = [m for m in AZULA_METHODS if m in supported(operator) and m in (spec.methods or AZULA_METHODS)]
     for name in shared:
@@ -255,8 +255,22 @@ def peer_rows(
         mine["ours_over_theirs"] = row["ours_over_theirs"] = median(ratios)
         if spec.repeats > 1:
             mine["ratio_range"] = row["ratio_range"] = f"{min(ratios):.3f}-{max(ratios):.3f}"
+        mine["ours_over_theirs_equal_speed"] = row["ours_over_theirs_equal_speed"] = equal_speed_ratio(
+            mine, row, bare
+        )
         rows.append(row)
     return rows
+
+
+def equal_speed_ratio(mine: dict, theirs: dict, cost: NetworkCost) -> float | None:
+    """Ours / theirs with both runs' times taken at one network speed: ``overhead`` times what the run's
+    NFE and VJPs cost one bare network (``cost``). Each overhead divides by the network's speed during
+    its own run, so the machine's drift between the two runs (30-50% within seconds here) cancels and
+    what is left is the two methods' own work. None where a run has no overhead."""
+    if mine.get("overhead") is None or theirs.get("overhead") is None:
+        return None
+    ours = mine["overhead"] * cost.seconds(mine["nfe"], mine["vjps"])
+    return ours / (theirs["overhead"] * cost.seconds(theirs["nfe"], theirs["vjps"]))
 
 
 def timed_pair(
