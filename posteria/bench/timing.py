@@ -1,13 +1,17 @@
-"""Wall-clock timing helpers for the benchmarks (never used by tests)."""
+"""Wall-clock timing for the benchmarks: best-of timing, the network timed inside a run, its bare cost."""
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from posteria.denoisers.base import Denoiser
+from posteria.tensors import batch_times
 
 
 def best_of(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -82,3 +86,50 @@ class NetworkClock:
 
         output.register_hook(reached_output)
         input.register_hook(reached_input)
+
+
+@dataclass
+class NetworkCost:
+    """Seconds of one denoiser forward (without and with an autograd graph), and of one vector-Jacobian
+    product (backward, counted with the graph's extra cost), per batch of ``batch`` items."""
+
+    forward: float
+    forward_graph: float
+    vjp: float
+    batch: int
+
+    @classmethod
+    def measure(cls, prior: Denoiser, batch: int) -> NetworkCost:
+        x = torch.randn(batch, *prior.event_shape)
+        t = batch_times(0.5, x)
+        x_ = x.clone().requires_grad_(True)
+        with torch.enable_grad():
+            vjp = lambda: torch.autograd.grad(prior(x_, t), x_, x)  # noqa: E731
+            calls = (lambda: prior(x, t), lambda: prior(x_, t), vjp)
+            # Round-robin, so that the three minima come from the same phases of the machine's speed.
+            rounds = [[best_of(call, repeats=1, warmup=int(i == 0)) for call in calls] for i in range(5)]
+        forward, forward_graph, both = (min(times) for times in zip(*rounds, strict=True))
+        return cls(forward, forward_graph, max(both - forward, 0.0), batch)
+
+    def seconds(self, nfe: int, vjps: int) -> float:
+        """What ``nfe`` calls and ``vjps`` VJPs cost the bare network."""
+        return nfe * self.forward + vjps * self.vjp
+
+    @property
+    def backward(self) -> float:
+        """Seconds of the backward pass alone: a VJP less the graph-recording forward it adds to a call."""
+        return max(self.vjp + self.forward - self.forward_graph, 0.0)
+
+    def during(self, clock: NetworkClock) -> NetworkCost:
+        """This cost at the machine's speed during a run: scaled by the run's own seconds in the network,
+        forward and backward (``clock``), over what those calls cost here. Only calls at this cost's batch
+        count: a smaller batch costs more per item (azula's TDS calls the network per particle), which is
+        the method's overhead, not the machine's speed. Unscaled if the run made no such call."""
+        keys = [(graph, batch) for graph, batch in clock.calls if batch == self.batch]
+        bare = sum(clock.calls[k] * (self.forward_graph if k[0] else self.forward) for k in keys)
+        bare += clock.backward_calls.get(self.batch, 0) * self.backward
+        if bare == 0:
+            return self
+        seconds = sum(clock.seconds[k] for k in keys) + clock.backward_seconds.get(self.batch, 0.0)
+        speed = seconds / bare
+        return NetworkCost(self.forward * speed, self.forward_graph * speed, self.vjp * speed, self.batch)
