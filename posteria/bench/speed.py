@@ -2,9 +2,9 @@
 
 The overhead ratio is the wall time of a 50-step DDIM run divided by what its 50 network forwards cost
 at the machine's speed during that run (the network timed inside the run, as ``bench restore`` does):
-1.0 means the sampler costs nothing beyond the network. The layout
-speed-ups are the network's forward (and forward + backward) time with contiguous weights over its time
-with the channels-last weights posteria loads (``posteria.nn.channels_last``), measured alternately.
+1.0 means the sampler costs nothing beyond the network. The layout speed-ups are the network's forward
+(and forward + backward) time with contiguous weights over its time with the channels-last weights
+posteria loads (``posteria.nn.channels_last``), measured alternately.
 """
 
 from __future__ import annotations
