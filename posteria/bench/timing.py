@@ -73,8 +73,8 @@ class NetworkClock:
         if self._input is not None and isinstance(output, torch.Tensor) and output.requires_grad:
             self._time_backward(output, self._input, self._key[1])
 
-    def _time_backward(self, output: torch.Tensor, input: torch.Tensor, batch: int) -> None:
-        """Hooks that time each backward pass from ``output``'s gradient to ``input``'s."""
+    def _time_backward(self, output: torch.Tensor, network_input: torch.Tensor, batch: int) -> None:
+        """Hooks that time each backward pass from ``output``'s gradient to ``network_input``'s."""
         started = [0.0]
 
         def reached_output(grad: torch.Tensor) -> None:
@@ -85,7 +85,7 @@ class NetworkClock:
             self.backward_calls[batch] += 1
 
         output.register_hook(reached_output)
-        input.register_hook(reached_input)
+        network_input.register_hook(reached_input)
 
 
 @dataclass
