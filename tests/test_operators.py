@@ -40,6 +40,13 @@ def _generator(data: st.DataObject) -> torch.Generator:
     return torch.Generator().manual_seed(data.draw(st.integers(0, 2**31)))
 
 
+def _user_mask(data: st.DataObject) -> torch.Tensor:
+    """Random pixels at one half, the first always kept (a mask keeps one; a 2x2 draw keeps none 1 in 16)."""
+    mask = torch.rand(_image(data), generator=_generator(data)) < 0.5
+    mask.view(-1)[0] = True
+    return mask
+
+
 def _mild_kernel(data: st.DataObject) -> torch.Tensor:
     """A 3x3 kernel with a dominant centre: |k_hat| >= 0.4, well conditioned for CG."""
     k = torch.rand(3, 3, generator=_generator(data)) * 0.075
@@ -76,7 +83,7 @@ BUILDERS: dict[str, tuple[Callable[[st.DataObject], ops.Operator], bool]] = {
         lambda d: ops.Mask.half(_image(d), d.draw(st.sampled_from(["left", "top", "bottom"]))),
         True,
     ),
-    "mask-user": (lambda d: ops.Mask(torch.rand(_image(d), generator=_generator(d)) < 0.5), True),
+    "mask-user": (lambda d: ops.Mask(_user_mask(d)), True),
     "downsample": (_downsample, True),
     "blur-gauss": (_blur_gauss, False),
     "blur-motion": (lambda d: ops.Blur.motion(_image(d, 3), 3, generator=_generator(d)), False),
