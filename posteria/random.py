@@ -32,13 +32,17 @@ class PerSampleNoise:
     def randn(self, event_shape: tuple[int, ...], like: torch.Tensor | None = None) -> torch.Tensor:
         """Standard normal draws of shape ``(n, *event_shape)``, in the dtype and on the device of
         ``like`` (default dtype on the CPU without it). Drawn on the CPU, where the generators live."""
-        return self._draw(torch.randn, event_shape, like)
+        return self._draw(torch.Tensor.normal_, event_shape, like)
 
     def rand(self, event_shape: tuple[int, ...], like: torch.Tensor | None = None) -> torch.Tensor:
         """Uniform [0, 1) draws of shape ``(n, *event_shape)``."""
-        return self._draw(torch.rand, event_shape, like)
+        return self._draw(torch.Tensor.uniform_, event_shape, like)
 
-    def _draw(self, fn, event_shape: tuple[int, ...], like: torch.Tensor | None) -> torch.Tensor:
+    def _draw(self, fill, event_shape: tuple[int, ...], like: torch.Tensor | None) -> torch.Tensor:
+        """Row ``i`` filled in place by ``fill(row, generator=generators[i])``: the numbers ``randn`` /
+        ``rand`` would draw, without stacking ``n`` separate tensors."""
         dtype = like.dtype if like is not None else torch.get_default_dtype()
-        out = torch.stack([fn(event_shape, generator=g, dtype=dtype) for g in self.generators])
+        out = torch.empty((len(self.generators), *event_shape), dtype=dtype)
+        for row, generator in zip(out, self.generators, strict=True):
+            fill(row, generator=generator)
         return out.to(like.device) if like is not None else out

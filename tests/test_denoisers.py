@@ -12,7 +12,7 @@ from posteria import tweedie
 from posteria.denoisers import EmpiricalDenoiser, GaussianMixtureDenoiser
 from posteria.denoisers.gaussian import GaussianDenoiser
 from posteria.denoisers.parameterisation import EDMDenoiser, EpsilonDenoiser, VDenoiser, X0Denoiser
-from posteria.errors import PosteriaError
+from posteria.errors import PosteriaError, check_finite
 from posteria.noise import EDM, VE, VPCosine, VPLinear
 
 F64 = torch.float64
@@ -353,3 +353,13 @@ def test_bad_input_raises_one_line(make, x_t, t, match):
     with pytest.raises(PosteriaError, match=match) as info:
         make()(x_t, t)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), math.inf, -math.inf])
+@pytest.mark.parametrize("where", [0, 5, -1])
+def test_check_finite_finds_any_non_finite_entry_and_passes_finite_values_whose_sum_overflows(bad, where):
+    huge = torch.full((2, 3), 3e38)  # finite, but the sum the fast path takes first is infinite
+    assert check_finite("x", huge) is huge
+    huge.view(-1)[where] = bad
+    with pytest.raises(PosteriaError, match="x contains NaN or infinite values"):
+        check_finite("x", huge)

@@ -75,16 +75,24 @@ class DPSDenoiser(GuidedDenoiser):
     ) -> None:
         super().__init__(prior, operator, y)
         self.zeta = float(check_positive("zeta", zeta))
-        self.register_buffer("times", times.to(torch.float64))
-        self.register_buffer("weights", weights.to(torch.float64))
+        # k_t by grid time, rounded as the sampler's times arrive in float32 or float64 (Python floats:
+        # a lookup per step costs a dictionary access, not a search over the grid).
+        self.weights_at = {
+            float(time.to(dtype)): float(k)
+            for time, k in zip(times, weights, strict=True)
+            for dtype in (torch.float32, torch.float64)
+        }
 
     def weight(self, t: torch.Tensor) -> torch.Tensor:
-        """``k_t`` (B,) looked up at the nearest grid time; off the grid the DPS step is undefined."""
-        distinct, inverse = torch.unique(t.to(self.times), return_inverse=True)  # usually one time
-        gap, index = (self.times[None] - distinct[:, None]).abs().min(1)
-        if bool((gap > 1e-5).any()):
-            raise PosteriaError("DPSDenoiser was called off the time grid of the sampler it was built for")
-        return self.weights[index][inverse]
+        """``k_t`` (B,) at grid times ``t`` (B,); off the grid the DPS step is undefined."""
+        try:
+            return torch.tensor(
+                [self.weights_at[time] for time in t.tolist()], dtype=t.dtype, device=t.device
+            )
+        except KeyError:
+            raise PosteriaError(
+                "DPSDenoiser was called off the time grid of the sampler it was built for"
+            ) from None
 
     def denoise(self, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
         with torch.enable_grad():

@@ -90,10 +90,11 @@ class GuidedDenoiser(Denoiser):
 
         def apply(v: torch.Tensor) -> torch.Tensor:
             coords = svd.Ut(v)
-            out = svd.U(scale.to(coords.dtype) * coords)
-            if not full_range:
-                out = out + expand_like(floor[:, 0].rsqrt(), v) * (v - svd.U(coords))
-            return out
+            if full_range:
+                return svd.U(scale.to(coords.dtype) * coords)
+            # U (p^-1/2 U^T v) + (v - U U^T v) / s, with one U: U ((p^-1/2 - 1 / s) U^T v) + v / s.
+            off_range = floor.rsqrt()
+            return svd.U((scale - off_range).to(coords.dtype) * coords) + expand_like(off_range[:, 0], v) * v
 
         return apply
 
@@ -114,10 +115,12 @@ class GuidedDenoiser(Denoiser):
     def prior_with_graph(self, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> tuple[torch.Tensor, ...]:
         """``(x, x0)``: ``x_t`` as a fresh leaf that requires grad and ``x0 = D(x, t)`` with its graph.
 
-        Call it inside ``torch.enable_grad()`` (samplers run under ``no_grad``).
+        Call it inside ``torch.enable_grad()`` (samplers run under ``no_grad``). ``x_t`` and ``t`` (B,)
+        were checked by this wrapper's own call, so the prior's ``denoise`` is called without checking
+        them again.
         """
         x = x_t.detach().requires_grad_(True)
-        return x, self.prior(x, t, **cond)
+        return x, self.prior.denoise(x, t, **cond)
 
     def gamma(self, t: torch.Tensor, x_t: torch.Tensor) -> torch.Tensor:
         """``sigma_t^2 / alpha_t``, the weight of the likelihood score in ``E[x | x_t, y]``, like ``x_t``."""
