@@ -13,6 +13,7 @@ from posteria.operators.fourier import (
     hermitian_spectrum,
     ifft2c,
     reverse_frequencies,
+    symmetrize_spectrum,
 )
 from posteria.operators.noise_models import NoiseModel
 from posteria.operators.svd import ImplicitSVD
@@ -124,13 +125,15 @@ class SubsampledFourier(LinearOperator):
         def vt(x: torch.Tensor) -> torch.Tensor:
             return flat(hermitian_coords(fft2c(x)))
 
-        def v(z: torch.Tensor) -> torch.Tensor:
-            return ifft2c(hermitian_spectrum(z.reshape(z.shape[0], *self.event_shape))).real
+        def spectrum(z: torch.Tensor) -> torch.Tensor:
+            return hermitian_spectrum(z.reshape(z.shape[0], *self.event_shape))
 
+        # U = A V S^+ and U^T = S^+ V^T A^T without a transform: F Re(F^H Z) is the Hermitian part of Z,
+        # so V^T A^T y = coords(sym(M^T y)) and A V z = M spectrum(z) (a Hermitian spectrum is its own).
         return ImplicitSVD(
             Vt=vt,
-            V=v,
-            Ut=lambda y: s_plus.to(y.real) * vt(self._adjoint(y)),
-            U=lambda z: self._forward(v(s_plus.to(z) * z)),
+            V=lambda z: ifft2c(spectrum(z)).real,
+            Ut=lambda y: s_plus.to(y.real) * flat(hermitian_coords(symmetrize_spectrum(self._zero_fill(y)))),
+            U=lambda z: spectrum(s_plus.to(z) * z).flatten(-2)[..., self.kept],
             s=s,
         )
