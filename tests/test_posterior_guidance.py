@@ -413,6 +413,10 @@ def test_bad_input(one_thread: None) -> None:
         MMPSDenoiser(p.prior, p.op, p.y.repeat(4, 1))(torch.zeros(2, D), 0.5)
     with pytest.raises(PosteriaError, match="unknown option"):
         METHODS["mmps"].build(p.prior, p.op, p.y, 10, zeta=1.0)
+    wrong = GaussianDenoiser.full(VPLinear(), torch.zeros(D + 1), torch.eye(D + 1))
+    for wrapper in (DPSDenoiser, MMPSDenoiser, PiGDMDenoiser):  # built directly, without solve's checks
+        with pytest.raises(PosteriaError, match=rf"prior's samples have shape \({D + 1},\) but the operator"):
+            wrapper(wrong, p.op, p.y, *((torch.zeros(1), torch.ones(1)) if wrapper is DPSDenoiser else ()))
     with pytest.raises(PosteriaError, match="linear"):
         phase = get_operator("phase", (1, 8, 8))
         solve(image_prior(), phase, phase(torch.zeros(1, 1, 8, 8)), "mmps")

@@ -113,6 +113,14 @@ class Operator(nn.Module):
             raise PosteriaError(f"y must be {kind}, got {y.dtype}")
         return check_finite("y", y)
 
+    def check_prior(self, event_shape: tuple[int, ...] | None) -> None:
+        """Raise one line unless a prior whose samples have ``event_shape`` (None: any) fits this operator."""
+        if event_shape is not None and tuple(event_shape) != self.event_shape:
+            raise PosteriaError(
+                f"the prior's samples have shape {tuple(event_shape)} but the operator expects "
+                f"{self.event_shape}"
+            )
+
     def extra_repr(self) -> str:
         return (
             f"event_shape={self.event_shape}, measurement_shape={self.measurement_shape}, noise={self.noise}"

@@ -195,12 +195,7 @@ def prepare(
     operator.check_measurement(y)
     if denoiser is None and chosen.prior:
         raise PosteriaError(f"method {method!r} needs a prior (a denoiser), got None")
-    event_shape = None if denoiser is None else denoiser.event_shape
-    if event_shape is not None and tuple(event_shape) != operator.event_shape:
-        raise PosteriaError(
-            f"the prior's samples have shape {tuple(event_shape)} but the operator expects "
-            f"{operator.event_shape}"
-        )
+    operator.check_prior(None if denoiser is None else denoiser.event_shape)
     check_options(chosen, options)
     n = check_count("n", n)
     steps = chosen.default_steps if steps is None else check_count("steps", steps)

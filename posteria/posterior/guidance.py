@@ -45,6 +45,7 @@ class GuidedDenoiser(Denoiser):
 
     def __init__(self, prior: Denoiser, operator: Operator, y: torch.Tensor) -> None:
         super().__init__(prior.schedule, operator.event_shape)
+        operator.check_prior(prior.event_shape)  # once: calls check x_t against the operator's shape only
         operator.check_measurement(y)
         self.prior, self.operator = prior, operator
         self.register_buffer("y", y.detach().clone())
