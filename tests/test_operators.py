@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import posteria.operators as ops
 from posteria.errors import PosteriaError
-from posteria.operators.fourier import fft2c
+from posteria.operators.fourier import coordinate_weights, fft2c, hermitian_coords, hermitian_spectrum
 from posteria.tensors import flat
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -464,3 +464,18 @@ def test_bad_operator_arguments_are_one_line() -> None:
     _one_line_error(lambda: ops.get_operator("denoise", (1, -8, 8)), "event_shape entry must be a positive")
     op = ops.get_operator("sr2", (1, 8, 8))
     _one_line_error(lambda: op.check_measurement([[1.0]]), "y must be a torch.Tensor of shape")
+
+
+def test_hermitian_coordinates_are_orthonormal_and_their_cached_weights_serve_autograd() -> None:
+    """``hermitian_coords(F x)`` is an orthogonal map of real images (Parseval) with inverse
+    ``hermitian_spectrum``; weights first built in inference mode still serve a later backward pass."""
+    coordinate_weights.cache_clear()
+    with torch.inference_mode():
+        hermitian_spectrum(torch.randn(2, 5, 6))
+    x = torch.randn(3, 5, 6, dtype=torch.float64, requires_grad=True)
+    z = hermitian_coords(fft2c(x))
+    assert torch.allclose(z.norm(), x.norm()) and torch.allclose(
+        torch.fft.ifft2(hermitian_spectrum(z), norm="ortho").real, x
+    )
+    (grad,) = torch.autograd.grad(hermitian_spectrum(z.float()).abs().square().sum(), x)
+    assert torch.allclose(grad, 2 * x.detach(), atol=1e-5)
