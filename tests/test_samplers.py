@@ -21,6 +21,7 @@ from posteria.denoisers.base import Denoiser
 from posteria.denoisers.gaussian import GaussianDenoiser
 from posteria.errors import PosteriaError
 from posteria.noise import EDM, VE, Schedule, VPCosine, VPLinear
+from posteria.random import PerSampleNoise
 from posteria.samplers import DDIM, SAMPLERS, Euler, Heun, PredictorCorrector, Sampler, get_sampler, sample
 
 D = 3
@@ -261,6 +262,19 @@ def test_per_sample_seeds(name: str) -> None:
     assert not torch.allclose(whole, draw(1, n=6))
     sampler = get_sampler(name, den, 6)  # a sampler called on a shape draws the same base seed
     assert torch.equal(whole, sampler((6, 1, D), generator=torch.Generator().manual_seed(0)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3,), (7, 5)])
+def test_per_sample_noise_row_i_is_what_generator_i_draws(shape: tuple[int, ...], dtype: torch.dtype) -> None:
+    """Row ``i`` of ``randn`` / ``rand`` is ``torch.randn`` / ``torch.rand`` on sample ``i``'s own stream,
+    whatever the event shape (vectorised and scalar kernels alike) and precision."""
+    noise = PerSampleNoise(3, 4, offset=2)
+    streams = [torch.Generator().manual_seed(seed) for seed in noise.seeds]
+    like = torch.empty(0, dtype=dtype)
+    for draw, plain in ((noise.randn, torch.randn), (noise.rand, torch.rand)):
+        expected = torch.stack([plain(shape, generator=g, dtype=dtype) for g in streams])
+        assert torch.equal(draw(shape, like), expected)
 
 
 def test_nfe_and_registry() -> None:
