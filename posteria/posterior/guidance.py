@@ -88,14 +88,13 @@ class GuidedDenoiser(Denoiser):
         floor = torch.clamp_min(self.mean_noise_variance(r2), 1e-16 * r2 * s.max() ** 2)[:, None]
         scale = (r2[:, None] * s**2 + floor).rsqrt()
         full_range = int((s > 0).sum()) == self.measurement_dim
+        # Off a full range, U (p^-1/2 U^T v) + (v - U U^T v) / s with one U: U ((p^-1/2 - 1/s) U^T v) + v / s.
+        off_range = torch.zeros_like(floor) if full_range else floor.rsqrt()
+        in_range = scale - off_range
 
         def apply(v: torch.Tensor) -> torch.Tensor:
-            coords = svd.Ut(v)
-            if full_range:
-                return svd.U(scale.to(coords.dtype) * coords)
-            # U (p^-1/2 U^T v) + (v - U U^T v) / s, with one U: U ((p^-1/2 - 1 / s) U^T v) + v / s.
-            off_range = floor.rsqrt()
-            return svd.U((scale - off_range).to(coords.dtype) * coords) + expand_like(off_range[:, 0], v) * v
+            out = svd.U(in_range.to(v.real.dtype) * svd.Ut(v))
+            return out if full_range else out + expand_like(off_range[:, 0], v) * v
 
         return apply
 
