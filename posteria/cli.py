@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from posteria.errors import PosteriaError
+
+if TYPE_CHECKING:  # the commands import the library lazily, so that `posteria --help` starts fast
+    import torch
+
+    from posteria.denoisers.base import Denoiser
+    from posteria.operators.base import Operator
 
 app = typer.Typer(
     help="posteria: diffusion priors you can train, sample and use to solve inverse problems.\n\n"
@@ -123,6 +129,13 @@ def solve(
     input_image: Annotated[
         Path | None, typer.Option("--input", help="Restore this image (degraded by the operator) instead.")
     ] = None,
+    measurement: Annotated[
+        Path | None,
+        typer.Option(
+            help="Restore your own measurement y instead: .safetensors (tensor 'y'), .npy, or a picture for "
+            "denoise, blur, sr and inpainting operators. No truth, so no PSNR."
+        ),
+    ] = None,
     mask: Annotated[
         Path | None,
         typer.Option(help="Your inpainting mask for --operator inpaint-mask: white observed, black holes."),
@@ -139,7 +152,7 @@ def solve(
     import posteria as pa
     from posteria.io import staged_folder
     from posteria.operators.registry import USER_MASK
-    from posteria.restore import held_out_digits, input_mask, input_truth, measure, restore, save_restoration
+    from posteria.restore import input_mask, restore, save_restoration
     from posteria.train.checkpoint import save_json
 
     noise_level = _noise_level(sigma_y, poisson)
@@ -152,22 +165,51 @@ def solve(
     op = pa.operators.get_operator(
         operator, den.event_shape, sigma_y=noise_level.get("sigma_y", 0.0), mask=observed, noise=noise
     )
-    metrics = {"prior": prior, "operator": operator, **noise_level, "n": samples, "options": options}
+    metrics = {
+        "prior": prior,
+        "operator": operator,
+        **noise_level,
+        "n": samples,
+        "seed": seed,
+        "options": options,
+    }
     if mask is not None:
         metrics["mask"] = str(mask)
-    if input_image is not None:
-        truth, size = input_truth(input_image, den.event_shape)
-        metrics |= {"input": str(input_image), "input_size": list(size)}
-    else:
-        truth = held_out_digits(den.card["data"], test_digits)
-        metrics["test_digits"] = truth.shape[0]
-    y = measure(op, truth, seed)
+    truth, y, source = _truth_and_measurement(den, op, test_digits, input_image, measurement, seed)
+    metrics |= source
     result = restore(den, op, y, method, steps, samples, seed, truth=truth, progress=True, **options)
     metrics |= result.metrics(op)
     with staged_folder(out) as stage:
         save_restoration(result, op, stage)
         save_json(metrics, stage / "metrics.json")
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+
+
+def _truth_and_measurement(
+    prior: Denoiser,
+    operator: Operator,
+    test_digits: int,
+    image: Path | None,
+    measurement: Path | None,
+    seed: int,
+) -> tuple[torch.Tensor | None, torch.Tensor, dict[str, object]]:
+    """What ``solve`` restores: the user's measurement (no truth), the user's image measured, or held-out
+    digits measured; with the metrics that say which."""
+    from posteria.measurements import read_measurement
+    from posteria.restore import held_out_digits, input_truth, measure
+
+    if image is not None and measurement is not None:
+        raise PosteriaError("give --input (an image to measure) or --measurement (your y), not both")
+    if measurement is not None:
+        y = read_measurement(measurement, operator)
+        return None, y, {"measurement": str(measurement), "measurements": y.shape[0]}
+    if image is not None:
+        truth, size = input_truth(image, prior.event_shape)
+        source = {"input": str(image), "input_size": list(size)}
+    else:
+        truth = held_out_digits(prior.card["data"], test_digits)
+        source = {"test_digits": truth.shape[0]}
+    return truth, measure(operator, truth, seed), source
 
 
 @app.command("methods")

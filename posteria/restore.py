@@ -16,6 +16,7 @@ import torch
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_count
 from posteria.io import read_image, save_grid
+from posteria.measurements import save_tensors
 from posteria.metrics.image import consistency, psnr, ssim
 from posteria.operators.base import Operator
 from posteria.posterior.base import prepare, run_prepared
@@ -159,7 +160,11 @@ def input_mask(path: Path, event_shape: tuple[int, ...]) -> torch.Tensor:
 
 def save_restoration(result: Restoration, operator: Operator, out: Path) -> None:
     """OUT/panels.png (one row per measurement), measurement.png, samples.png (a row of samples per
-    measurement), mean.png and std.png (stretched by its maximum)."""
+    measurement), mean.png and std.png (stretched by its maximum), and their unquantised tensors in
+    result.safetensors (``y``, ``samples``, ``mean``, ``std``, ``truth`` if known)."""
+    tensors = {"y": result.y, "samples": result.samples, "mean": result.mean, "std": result.std}
+    tensors["truth"] = result.truth  # None for the user's own measurement: left out
+    save_tensors(tensors, out / "result.safetensors", operator=operator.name, method=result.method)
     rows, titles = panel_rows(result, operator)
     image_rows(rows, out / "panels.png", titles)
     seen = measurement_image(operator, result.y)

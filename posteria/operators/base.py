@@ -36,11 +36,17 @@ class Operator(nn.Module):
         measurement_shape: the shape of one measurement.
         noise: the :class:`NoiseModel` of ``w`` (Gaussian ``sigma_y`` by default).
         linear: whether ``A`` is linear (then the operator is a :class:`LinearOperator`).
+        picture: how a picture becomes a measurement (see the attribute's comment).
         name: a short name (the registry name when built by :func:`get_operator`).
     """
 
     linear: bool = False
     complex_measurement: bool = False
+    #: How a picture becomes a measurement (``posteria solve --measurement y.png``): ``"image"`` when
+    #: ``y`` is itself an image of ``measurement_shape`` in the signal's range (denoising, blur,
+    #: downsampling); ``"pixels"`` when ``y`` is some pixels of an image of ``event_shape``, so that
+    #: ``y = A(picture)`` (masks); None when ``y`` is no picture (projections, k-space, magnitudes).
+    picture: str | None = None
 
     def __init__(
         self,

@@ -70,6 +70,8 @@ class Blur(LinearOperator):
         shape: the event shape ``(..., H, W)``.
     """
 
+    picture = "image"
+
     def __init__(
         self,
         kernel: torch.Tensor,

@@ -33,6 +33,8 @@ class Downsample(LinearOperator):
     (``s = 1/f``) then the rest (``s = 0``). Reference: DDRM's ``SuperResolution`` H-functions.
     """
 
+    picture = "image"
+
     def __init__(
         self, shape: tuple[int, ...], factor: int, sigma_y: float = 0.0, noise: NoiseModel | None = None
     ) -> None:

@@ -13,6 +13,8 @@ from posteria.tensors import flat
 class Identity(LinearOperator):
     """``A = I``: (B, *shape) -> (B, *shape); adjoint and pinv are the identity, ``s = 1``."""
 
+    picture = "image"
+
     def __init__(self, shape: tuple[int, ...], sigma_y: float = 0.0, noise: NoiseModel | None = None) -> None:
         super().__init__(shape, shape, sigma_y, noise)
         self.register_buffer("singular_values", torch.ones(self.signal_dim))

@@ -52,6 +52,8 @@ class Mask(LinearOperator):
         shape: the event shape; defaults to ``mask.shape``.
     """
 
+    picture = "pixels"
+
     def __init__(
         self,
         mask: torch.Tensor,
