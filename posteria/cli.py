@@ -225,6 +225,7 @@ def methods_cmd() -> None:
             f"{m['name']:<12} {m['summary']} [needs: {needs}; {m['default_steps']} steps] ({m['reference']})"
         )
         typer.echo(f"{'':<12} options (--set key=value): {describe(m['options'])}")
+        typer.echo(f"{'':<12} operators: {', '.join(m['operators'])}")
     typer.echo("operators: " + ", ".join([*OPERATORS, f"{USER_MASK} (with --mask FILE.png)"]))
 
 

@@ -564,3 +564,16 @@ def test_bad_options(method: str, options: dict) -> None:
     den, op = image_prior(), get_operator("inpaint-box", (1, 8, 8))
     with pytest.raises(PosteriaError):
         solve(den, op, op(torch.zeros(1, 1, 8, 8)), method, 3, **options)
+
+
+def test_methods_list_the_registry_operators_each_serves_at_any_image_size():
+    from posteria.operators.registry import OPERATORS, USER_MASK
+    from posteria.posterior import methods
+
+    listed = {m["name"]: m["operators"] for m in methods()}
+    for name in [*OPERATORS, USER_MASK]:
+        mask = torch.ones(8, 8, dtype=torch.bool) if name == USER_MASK else None
+        serving = supported(get_operator(name, (1, 8, 8), mask=mask))
+        assert {m for m, ops in listed.items() if name in ops} == set(serving), name
+    assert listed["repaint"] == ["inpaint-box", "inpaint-random", "inpaint-half", USER_MASK]
+    assert "phase" in listed["dps"] and "phase" not in listed["ddrm"] and "mri4" not in listed["nuclear-norm"]

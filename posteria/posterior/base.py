@@ -11,6 +11,7 @@ shape, several of them without a prior. ``solve`` validates the inputs once, rep
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -147,14 +148,28 @@ def check_method(name: str, operator: Operator) -> Method:
     return method
 
 
+@functools.cache
+def registry_capabilities() -> dict[str, frozenset[str]]:
+    """The capabilities of each operator of the registry, user mask included, on a (1, 28, 28) image
+    with Gaussian noise (they depend on the operator's kind and noise model, not on the image's size)."""
+    from posteria.operators.registry import OPERATORS, USER_MASK, get_operator
+
+    shape, mask = (1, 28, 28), torch.ones(28, 28, dtype=torch.bool)
+    built = {name: get_operator(name, shape) for name in OPERATORS}
+    built[USER_MASK] = get_operator(USER_MASK, shape, mask=mask)
+    return {name: frozenset(capabilities(op)) for name, op in built.items()}
+
+
 def methods() -> list[dict[str, object]]:
-    """Each registered method with its summary, reference, needs, default steps and options."""
+    """Each registered method with its summary, reference, needs, default steps, options and the
+    registry's operators it serves with Gaussian noise (``operators``)."""
     return [
         {
             "name": m.name,
             "summary": m.summary,
             "reference": m.reference,
             "needs": list(m.needs),
+            "operators": [name for name, caps in registry_capabilities().items() if set(m.needs) <= caps],
             "default_steps": m.default_steps,
             "prior": m.prior,
             "point": m.point,
