@@ -111,7 +111,8 @@ def save_network(model: nn.Module, card: dict, out: Path) -> None:
 
 
 def export_prior(checkpoint: Path, dest: Path, card: dict) -> Path:
-    """Write the EMA backbone weights of a training checkpoint and a card (merged with ``card``)."""
+    """Write the EMA backbone weights of a training checkpoint and a card (merged with ``card``); a run
+    started from another prior (``init``) counts that prior's steps and wall time in the card's."""
     state = read_state(checkpoint)
     config = state["config"]
     weights = load_file(Path(checkpoint) / "weights.safetensors")
@@ -129,6 +130,11 @@ def export_prior(checkpoint: Path, dest: Path, card: dict) -> Path:
         **{k: config[k] for k in keys},
         **card,
     }
+    init = state.get("meta", {}).get("init")
+    if init:  # trained further from another prior: count its steps and time too
+        full_card["train_steps"] += init["train_steps"]
+        full_card["wall_time_s"] = round(full_card.get("wall_time_s", 0.0) + init["wall_time_s"], 1)
+        full_card["init"] = init
     Path(dest).mkdir(parents=True, exist_ok=True)
     save_tensors({k: v.to(torch.float32) for k, v in backbone.items()}, Path(dest) / "weights.safetensors")
     save_json(full_card, Path(dest) / "card.json")

@@ -394,3 +394,49 @@ def test_load_prior_rejects_unknown_names_and_folders(tmp_path):
         load_prior("no-such-prior")
     with pytest.raises(PosteriaError, match="folder with card.json and weights.safetensors"):
         load_prior(tmp_path)
+
+
+# ------------------------------------------------------------------------------------ further training
+
+
+def test_cosine_decay_warms_up_then_falls_to_zero_at_the_last_step():
+    from posteria.train.loop import learning_rate
+
+    constant = TrainConfig(steps=1000, lr=1e-3, warmup=100)
+    cosine = TrainConfig(steps=1000, lr=1e-3, warmup=100, lr_decay="cosine")
+    assert learning_rate(constant, 0) == pytest.approx(1e-5) and learning_rate(constant, 999) == 1e-3
+    assert learning_rate(cosine, 0) == pytest.approx(1e-5 * (1 + math.cos(0)) / 2)
+    assert learning_rate(cosine, 500) == pytest.approx(5e-4) and learning_rate(cosine, 1000) == 0.0
+    rates = [learning_rate(cosine, s) for s in range(100, 1001)]
+    assert all(a >= b for a, b in zip(rates, rates[1:], strict=False))
+    with pytest.raises(PosteriaError, match="unknown lr_decay 'linear'; expected one of: constant, cosine"):
+        TrainConfig(lr_decay="linear")
+
+
+def further(tiny_prior, out: Path, **overrides) -> TrainConfig:
+    """The tiny prior's config, started from the tiny prior itself."""
+    values = tiny_prior.config.to_dict() | {"init": str(tiny_prior.folder), "steps": 2, "out": str(out)}
+    return TrainConfig(**(values | overrides))
+
+
+def test_training_from_a_prior_starts_at_its_weights_and_counts_its_steps(tmp_path, tiny_prior):
+    prior = load_prior(tiny_prior.folder)
+    trainer = Trainer(further(tiny_prior, tmp_path / "run", seed=5), load_dataset("digits", "train")[0])
+    for ours in (trainer.denoiser.backbone, trainer.ema.model.backbone):
+        assert all(torch.equal(v, prior.backbone.state_dict()[k]) for k, v in ours.state_dict().items())
+    assert trainer.meta["init"] == {"train_steps": 3, "wall_time_s": prior.card.get("wall_time_s", 0),
+                                    "prior": str(tiny_prior.folder)}  # fmt: skip
+    trainer.run(progress=False)
+    card = json.loads(
+        (export_prior(tmp_path / "run" / "checkpoint", tmp_path / "p", {}) / "card.json").read_text()
+    )
+    assert card["train_steps"] == 3 + 2 and card["init"]["prior"] == str(tiny_prior.folder)
+
+
+def test_training_from_a_prior_of_another_architecture_is_one_line(tmp_path, tiny_prior):
+    data = load_dataset("digits", "train")[0]
+    wider = tiny_prior.config.backbone | {"channels": 2 * tiny_prior.config.backbone["channels"]}
+    with pytest.raises(PosteriaError, match="init prior .* was trained with a different backbone$"):
+        Trainer(further(tiny_prior, tmp_path, backbone=wider), data)
+    with pytest.raises(PosteriaError, match="unknown prior 'nowhere'"):
+        Trainer(further(tiny_prior, tmp_path, init="nowhere"), data)

@@ -7,12 +7,19 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from posteria.errors import PosteriaError, check_positive
+from posteria.errors import PosteriaError, check_choice, check_positive
+
+#: Learning-rate schedules after the warm-up: constant, or a cosine from ``lr`` to zero at ``steps``.
+LR_DECAYS = ("constant", "cosine")
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run; stored in every checkpoint and prior card."""
+    """Everything that defines a training run; stored in every checkpoint and prior card.
+
+    ``init`` names a prior (shipped name or folder) whose weights start the network and its EMA, to train
+    further (with a fresh optimizer); empty starts from a random initialisation of ``seed``.
+    """
 
     data: str = "mnist"
     split: str = "train"
@@ -28,11 +35,13 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     warmup: int = 200
+    lr_decay: str = "constant"
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     label_dropout: float = 0.0
     checkpoint_every: int = 500
     seed: int = 0
+    init: str = ""
     out: str = "runs/train"
 
     def __post_init__(self) -> None:
@@ -48,6 +57,7 @@ class TrainConfig:
             check_positive(name, getattr(self, name))
         check_positive("weight_decay", self.weight_decay, allow_zero=True)
         check_positive("warmup", self.warmup, allow_zero=True)
+        check_choice("lr_decay", self.lr_decay, LR_DECAYS)
         for name in ("ema_decay", "label_dropout"):
             if not 0 <= getattr(self, name) <= 1:
                 raise PosteriaError(f"{name} must lie in [0, 1], got {getattr(self, name)}")

@@ -6,6 +6,7 @@ checkpoint at step k continues exactly as if it had never stopped.
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -34,6 +35,30 @@ def build_denoiser(config: TrainConfig, event_shape: tuple[int, ...]) -> Paramet
     )
 
 
+def learning_rate(config: TrainConfig, step: int) -> float:
+    """``lr`` at ``step``: a linear warm-up over ``warmup`` steps, then constant or, for ``lr_decay =
+    "cosine"``, times ``(1 + cos(pi step / steps)) / 2``, which reaches zero at ``steps``."""
+    lr = config.lr * min(1.0, (step + 1) / max(config.warmup, 1))
+    if config.lr_decay == "cosine":
+        lr *= (1 + math.cos(math.pi * min(step / config.steps, 1.0))) / 2
+    return lr
+
+
+def start_from_prior(denoiser: ParameterisedDenoiser, config: TrainConfig) -> dict[str, object]:
+    """Copy the weights of the prior ``config.init`` into ``denoiser``; one line if the prior was built
+    differently. Returns what a card records of it: its name, training steps and wall time."""
+    from posteria.priors import load_prior
+
+    prior = load_prior(config.init)
+    keys = ("arch", "backbone", "schedule", "parameterisation", "sigma_data")
+    mismatched = [k for k in keys if prior.card[k] != getattr(config, k)]
+    if mismatched or tuple(prior.card["event_shape"]) != denoiser.event_shape:
+        what = ", ".join(mismatched) or "event shape"
+        raise PosteriaError(f"init prior {config.init!r} was trained with a different {what}")
+    denoiser.backbone.load_state_dict(prior.backbone.state_dict())
+    return {k: prior.card.get(k, 0) for k in ("train_steps", "wall_time_s")} | {"prior": config.init}
+
+
 def step_generator(seed: int, step: int) -> torch.Generator:
     """The generator that draws everything random at ``step``."""
     return torch.Generator().manual_seed(seed * _STEP_STRIDE + step)
@@ -60,13 +85,15 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):  # initial weights follow config.seed, not global state
             torch.manual_seed(config.seed)
             self.denoiser = build_denoiser(config, tuple(data.shape[1:]))
+        self.meta: dict[str, object] = {"wall_time_s": 0.0, "command": ""}
+        if config.init:
+            self.meta["init"] = start_from_prior(self.denoiser, config)
         self.ema = EMA(self.denoiser, config.ema_decay)
         self.optimizer = torch.optim.AdamW(
             self.denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay
         )
         self.loss = DenoisingLoss(config.weighting, config.time_sampling)
         self.step = 0
-        self.meta = {"wall_time_s": 0.0, "command": ""}
 
     def resume(self, folder: Path) -> None:
         """Continue from the checkpoint in ``folder`` (which must come from the same config)."""
@@ -87,7 +114,7 @@ class Trainer:
         g = step_generator(cfg.seed, self.step)
         x, cond = draw_batch(self.data, self.labels, cfg, g)
         for group in self.optimizer.param_groups:
-            group["lr"] = cfg.lr * min(1.0, (self.step + 1) / max(cfg.warmup, 1))
+            group["lr"] = learning_rate(cfg, self.step)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))  # dropout, if any
             loss = self.loss(self.denoiser, x, g, **cond)
