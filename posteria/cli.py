@@ -194,7 +194,8 @@ def _truth_and_measurement(
     seed: int,
 ) -> tuple[torch.Tensor | None, torch.Tensor, dict[str, object]]:
     """What ``solve`` restores: the user's measurement (no truth), the user's image measured, or held-out
-    digits measured; with the metrics that say which."""
+    digits measured. Returns the truth (B, *event) or None, ``y`` (B, *measurement) and the metrics that
+    say which."""
     from posteria.measurements import read_measurement
     from posteria.restore import held_out_digits, input_truth, measure
 

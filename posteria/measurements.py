@@ -4,14 +4,18 @@ A person who brings a measurement rather than a clean image (a blurred photograp
 scanner) gives ``posteria solve --measurement FILE``. :func:`read_measurement` reads it as a batch
 ``(B, *measurement_shape)`` for a given operator from
 
-- ``.safetensors``: the tensor named ``y``, or the file's only tensor (complex for k-space);
+- ``.safetensors``: the tensor named ``y``, or the file's only tensor; refused if its header names
+  another operator;
 - ``.npy``: a NumPy array (no pickles);
 - a picture (PNG, ...), when the operator's measurement is one (:attr:`Operator.picture`): the image
   itself at the measurement's size for denoising, blur and downsampling; for masks, an image of the
   signal's size of which the operator keeps the observed pixels.
 
+Arrays hold floats in model space (complex for k-space), never integers.
+
 :func:`save_tensors` writes a restoration's tensors (``y``, samples, mean, std, truth) to one
-safetensors file, so that ``--measurement OUT/result.safetensors`` reruns on the same ``y``.
+safetensors file, the operator, method and noise in its header, so that ``--measurement
+OUT/result.safetensors`` reruns on the same ``y`` (given the same ``--sigma-y`` or ``--poisson``).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from posteria.errors import PosteriaError
@@ -31,14 +35,21 @@ from posteria.operators.base import Operator
 ARRAY_SUFFIXES = (".safetensors", ".npy")
 
 
-def _read_safetensors(path: Path) -> torch.Tensor:
-    """The tensor ``y`` of a safetensors file, or its only tensor."""
+def _read_safetensors(path: Path, operator: Operator) -> torch.Tensor:
+    """The tensor ``y`` of a safetensors file, or its only tensor; one line if the file's header says
+    another operator measured it (as :func:`save_tensors` records)."""
     try:
         tensors = load_file(path)
+        with safe_open(path, "pt") as f:
+            measured_by = (f.metadata() or {}).get("operator")
     except (SafetensorError, OSError) as err:
         raise PosteriaError(
             f"--measurement {str(path)!r} is not a readable safetensors file ({err})"
         ) from err
+    if measured_by not in (None, operator.name):
+        raise PosteriaError(
+            f"--measurement {str(path)!r} was measured by operator {measured_by!r}, not {operator.name!r}"
+        )
     if "y" in tensors:
         return tensors["y"]
     if len(tensors) != 1:
@@ -48,14 +59,26 @@ def _read_safetensors(path: Path) -> torch.Tensor:
 
 
 def _read_npy(path: Path) -> torch.Tensor:
-    """A ``.npy`` array as a tensor; object arrays (pickles) are refused."""
+    """A ``.npy`` array of floats or complex numbers as float32 or complex64, in native byte order;
+    pickles (object arrays) and ``.npz`` archives are refused."""
     try:
         array = np.load(path, allow_pickle=False)
     except (ValueError, OSError) as err:
         raise PosteriaError(f"--measurement {str(path)!r} is not a readable .npy array ({err})") from err
-    if array.dtype.kind not in "iufc":  # integers, floats, complex
-        raise PosteriaError(f"--measurement {str(path)!r} holds {array.dtype} values; expected numbers")
-    return torch.from_numpy(np.ascontiguousarray(array))
+    if not isinstance(array, np.ndarray):
+        raise PosteriaError(f"--measurement {str(path)!r} is an .npz archive; expected one .npy array")
+    _check_values(path, str(array.dtype), array.dtype.kind in "fc")
+    return torch.from_numpy(array.astype(np.complex64 if array.dtype.kind == "c" else np.float32))
+
+
+def _check_values(path: Path, dtype: str, floating: bool) -> None:
+    """Refuse integers and booleans: a measurement is in model space (pixels in [-1, 1]), and counts or
+    8-bit values read as such would be restored as nonsense."""
+    if not floating:
+        raise PosteriaError(
+            f"--measurement {str(path)!r} holds {dtype} values; expected floats in model space "
+            "(pixels in [-1, 1])"
+        )
 
 
 def _read_picture(path: Path, operator: Operator) -> torch.Tensor:
@@ -89,6 +112,7 @@ def shape_text(shape: tuple[int, ...]) -> str:
 def _as_batch(y: torch.Tensor, operator: Operator, path: Path) -> torch.Tensor:
     """``y`` as a float32 (complex64 for complex measurements) batch; one line if its shape, kind or
     values do not fit ``operator``."""
+    _check_values(path, str(y.dtype).removeprefix("torch."), y.is_floating_point() or y.is_complex())
     if y.dim() == len(operator.measurement_shape):
         y = y[None]
     if y.is_complex() != operator.complex_measurement:
@@ -96,7 +120,7 @@ def _as_batch(y: torch.Tensor, operator: Operator, path: Path) -> torch.Tensor:
         raise PosteriaError(
             f"--measurement {str(path)!r}: operator {operator.name!r} measures {kind} values, got {y.dtype}"
         )
-    if tuple(y.shape[1:]) != operator.measurement_shape or y.dim() != len(operator.measurement_shape) + 1:
+    if tuple(y.shape[1:]) != operator.measurement_shape or y.shape[0] == 0:
         raise PosteriaError(
             f"--measurement {str(path)!r} has shape {tuple(y.shape)}; operator {operator.name!r} expects "
             f"{shape_text(operator.measurement_shape)}"
@@ -119,7 +143,7 @@ def read_measurement(path: str | Path, operator: Operator) -> torch.Tensor:
         raise PosteriaError(f"--measurement {str(path)!r} does not exist or is not a file")
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
-        y = _read_safetensors(path)
+        y = _read_safetensors(path, operator)
     elif suffix == ".npy":
         y = _read_npy(path)
     else:
@@ -129,6 +153,6 @@ def read_measurement(path: str | Path, operator: Operator) -> torch.Tensor:
 
 def save_tensors(tensors: dict[str, torch.Tensor | None], path: str | Path, **metadata: str) -> Path:
     """Write the non-None ``tensors`` (contiguous, on the CPU) to a safetensors file, atomically, with
-    string ``metadata`` (operator, method, prior) in its header."""
+    string ``metadata`` (operator, method, noise) in its header."""
     kept = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items() if v is not None}
     return atomic_write_bytes(path, save(kept, metadata=metadata))

@@ -164,7 +164,8 @@ def save_restoration(result: Restoration, operator: Operator, out: Path) -> None
     result.safetensors (``y``, ``samples``, ``mean``, ``std``, ``truth`` if known)."""
     tensors = {"y": result.y, "samples": result.samples, "mean": result.mean, "std": result.std}
     tensors["truth"] = result.truth  # None for the user's own measurement: left out
-    save_tensors(tensors, out / "result.safetensors", operator=operator.name, method=result.method)
+    header = {"operator": operator.name, "method": result.method, "noise": repr(operator.noise)}
+    save_tensors(tensors, out / "result.safetensors", **header)
     rows, titles = panel_rows(result, operator)
     image_rows(rows, out / "panels.png", titles)
     seen = measurement_image(operator, result.y)

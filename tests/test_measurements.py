@@ -47,6 +47,8 @@ def test_solve_reruns_exactly_on_the_measurement_it_saved(tmp_path, tiny_prior):
     assert again["measurements"] == 2 and again["consistency"] == first["consistency"]
     assert "psnr_mean" in first and "psnr_mean" not in again and "test_digits" not in again
     assert (tmp_path / "b" / "panels.png").is_file()
+    with safe_open(tmp_path / "b" / "result.safetensors", "pt") as f:
+        assert f.metadata() == {"operator": "sr2", "method": "ddrm", "noise": "GaussianNoise(sigma_y=0.05)"}
     other = solve(tiny_prior, tmp_path / "c", "--measurement", str(tmp_path / "a" / "result.safetensors"),
                   "--seed", "1")  # fmt: skip
     assert not torch.equal(tensors(tmp_path / "c")["samples"], a["samples"]) and other["seed"] == 1
@@ -82,6 +84,8 @@ def test_array_files_hold_one_measurement_or_a_batch(tmp_path):
     mri = get_operator("mri4", EVENT)
     k = mri.measure(torch.zeros(3, *EVENT), torch.Generator().manual_seed(0))
     np.save(tmp_path / "k.npy", k.numpy().astype(np.complex128))
+    np.save(tmp_path / "big_endian.npy", np.arange(16, dtype=">f8"))  # read in native order
+    assert torch.equal(read_measurement(tmp_path / "big_endian.npy", cs), one)
     assert torch.equal(read_measurement(tmp_path / "k.npy", mri), k)
     save_file({"kspace": k}, tmp_path / "k.safetensors")  # the only tensor, whatever its name
     assert torch.equal(read_measurement(tmp_path / "k.safetensors", mri), k)
@@ -96,7 +100,18 @@ def bad_files(folder) -> dict[str, object]:
     np.save(folder / "short.npy", np.ones((2, 15), dtype=np.float32))
     np.save(folder / "real.npy", np.ones((1, 16), dtype=np.float32))
     save_image(torch.zeros(1, 8, 8), folder / "image.png")
+    np.save(folder / "counts.npy", np.arange(16))
+    save_file({"y": torch.ones(16, dtype=torch.bool)}, folder / "bool.safetensors")
+    np.savez(folder / "archive.npz", y=np.ones(16))
+    (folder / "archive.npz").rename(folder / "archive.npy")
+    np.save(folder / "empty.npy", np.ones((0, 16), dtype=np.float32))
+    save_tensors({"y": torch.ones(1, 16)}, folder / "other.safetensors", operator="cs10")
     return {
+        "counts.npy": ("cs25", "holds int64 values; expected floats in model space (pixels in [-1, 1])"),
+        "bool.safetensors": ("cs25", "holds bool values; expected floats"),
+        "archive.npy": ("cs25", "is an .npz archive; expected one .npy array"),
+        "empty.npy": ("cs25", "has shape (0, 16); operator 'cs25' expects (B, 16) or (16,)"),
+        "other.safetensors": ("cs25", "was measured by operator 'cs10', not 'cs25'"),
         "two.safetensors": ("cs25", "has no tensor named 'y' (it holds: a, b)"),
         "junk.safetensors": ("cs25", "is not a readable safetensors file"),
         "pickle.npy": ("cs25", "is not a readable .npy array"),

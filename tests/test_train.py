@@ -422,6 +422,7 @@ def further(tiny_prior, out: Path, **overrides) -> TrainConfig:
 def test_training_from_a_prior_starts_at_its_weights_and_counts_its_steps(tmp_path, tiny_prior):
     prior = load_prior(tiny_prior.folder)
     trainer = Trainer(further(tiny_prior, tmp_path / "run", seed=5), load_dataset("digits", "train")[0])
+    trainer.start_from_prior()
     for ours in (trainer.denoiser.backbone, trainer.ema.model.backbone):
         assert all(torch.equal(v, prior.backbone.state_dict()[k]) for k, v in ours.state_dict().items())
     assert trainer.meta["init"] == {"train_steps": 3, "wall_time_s": prior.card.get("wall_time_s", 0),
@@ -437,6 +438,30 @@ def test_training_from_a_prior_of_another_architecture_is_one_line(tmp_path, tin
     data = load_dataset("digits", "train")[0]
     wider = tiny_prior.config.backbone | {"channels": 2 * tiny_prior.config.backbone["channels"]}
     with pytest.raises(PosteriaError, match="init prior .* was trained with a different backbone$"):
-        Trainer(further(tiny_prior, tmp_path, backbone=wider), data)
+        Trainer(further(tiny_prior, tmp_path, backbone=wider), data).start_from_prior()
     with pytest.raises(PosteriaError, match="unknown prior 'nowhere'"):
-        Trainer(further(tiny_prior, tmp_path, init="nowhere"), data)
+        Trainer(further(tiny_prior, tmp_path, init="nowhere"), data).start_from_prior()
+
+
+def test_a_run_from_a_prior_resumes_without_it_and_counts_its_steps_once(tmp_path, tiny_prior):
+    """The checkpoint records the starting prior: resuming needs neither its folder nor its card."""
+    import shutil
+
+    init = shutil.copytree(tiny_prior.folder, tmp_path / "init")
+    config = further(tiny_prior, tmp_path / "run", init=str(init), lr_decay="cosine", steps=3)
+    data = load_dataset("digits", "train")[0]
+    first = Trainer(config, data)
+    first.start_from_prior()
+    first.run(until=1, progress=False)
+    shutil.rmtree(init)
+    second = Trainer(config, data)
+    second.resume(tmp_path / "run" / "checkpoint")
+    second.run(progress=False)
+    card = json.loads(
+        (export_prior(tmp_path / "run" / "checkpoint", tmp_path / "p", {}) / "card.json").read_text()
+    )
+    assert second.meta["init"]["train_steps"] == 3 and card["train_steps"] == 3 + 3
+    with pytest.raises(PosteriaError, match="was trained with a different steps$"):
+        Trainer(further(tiny_prior, tmp_path, init=str(init), lr_decay="cosine", steps=4), data).resume(
+            tmp_path / "run" / "checkpoint"
+        )

@@ -44,14 +44,14 @@ def learning_rate(config: TrainConfig, step: int) -> float:
     return lr
 
 
-def start_from_prior(denoiser: ParameterisedDenoiser, config: TrainConfig) -> dict[str, object]:
+def load_prior_weights(denoiser: ParameterisedDenoiser, config: TrainConfig) -> dict[str, object]:
     """Copy the weights of the prior ``config.init`` into ``denoiser``; one line if the prior was built
     differently. Returns what a card records of it: its name, training steps and wall time."""
     from posteria.priors import load_prior
 
     prior = load_prior(config.init)
     keys = ("arch", "backbone", "schedule", "parameterisation", "sigma_data")
-    mismatched = [k for k in keys if prior.card[k] != getattr(config, k)]
+    mismatched = [k for k in keys if prior.card.get(k) != getattr(config, k)]
     if mismatched or tuple(prior.card["event_shape"]) != denoiser.event_shape:
         what = ", ".join(mismatched) or "event shape"
         raise PosteriaError(f"init prior {config.init!r} was trained with a different {what}")
@@ -86,8 +86,6 @@ class Trainer:
             torch.manual_seed(config.seed)
             self.denoiser = build_denoiser(config, tuple(data.shape[1:]))
         self.meta: dict[str, object] = {"wall_time_s": 0.0, "command": ""}
-        if config.init:
-            self.meta["init"] = start_from_prior(self.denoiser, config)
         self.ema = EMA(self.denoiser, config.ema_decay)
         self.optimizer = torch.optim.AdamW(
             self.denoiser.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -95,18 +93,27 @@ class Trainer:
         self.loss = DenoisingLoss(config.weighting, config.time_sampling)
         self.step = 0
 
+    def start_from_prior(self) -> None:
+        """Start from the weights of the prior ``config.init``, network and EMA, before any step (the
+        optimizer starts afresh; :func:`fit` does this unless it resumes a checkpoint)."""
+        self.meta["init"] = load_prior_weights(self.denoiser, self.config)
+        self.ema = EMA(self.denoiser, self.config.ema_decay)
+
     def resume(self, folder: Path) -> None:
-        """Continue from the checkpoint in ``folder`` (which must come from the same config)."""
-        saved = read_state(folder)["config"]
-        mismatched = [
-            k
-            for k in ("arch", "backbone", "schedule", "parameterisation")
-            if saved[k] != getattr(self.config, k)
-        ]
+        """Continue from the checkpoint in ``folder``, which must come from the same model, start and
+        learning-rate schedule (a cosine one also from the same ``steps``, where it ends)."""
+        state = read_state(folder)
+        saved = {"init": "", "lr_decay": "constant"} | state["config"]  # checkpoints older than those keys
+        keys = ["arch", "backbone", "schedule", "parameterisation", "init", "lr_decay"]
+        keys += ["steps"] if self.config.lr_decay == "cosine" else []
+        mismatched = [k for k in keys if saved[k] != getattr(self.config, k)]
         if mismatched:
             raise PosteriaError(f"checkpoint {folder} was trained with a different {', '.join(mismatched)}")
         self.step = load_checkpoint(folder, self.denoiser, self.ema, self.optimizer)
-        self.meta["wall_time_s"] = read_state(folder).get("meta", {}).get("wall_time_s", 0.0)
+        meta = state.get("meta", {})
+        self.meta["wall_time_s"] = meta.get("wall_time_s", 0.0)
+        if "init" in meta:  # as recorded when the run started, whatever that prior's folder holds now
+            self.meta["init"] = meta["init"]
 
     def train_step(self) -> float:
         """One optimisation step; returns the loss."""
@@ -165,4 +172,6 @@ def fit(config: TrainConfig, resume: bool = True, progress: bool = True, command
     checkpoint = Path(config.out) / "checkpoint"
     if resume and (checkpoint / "state.json").is_file():
         trainer.resume(checkpoint)
+    elif config.init:
+        trainer.start_from_prior()
     return trainer.run(progress=progress)
