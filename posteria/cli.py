@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from posteria.errors import PosteriaError
+from posteria.errors import PosteriaError, check_count
 
 if TYPE_CHECKING:  # the commands import the library lazily, so that `posteria --help` starts fast
     import torch
@@ -142,6 +142,13 @@ def solve(
     ] = None,
     samples: Annotated[int, typer.Option(help="Posterior samples per measurement.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed (measurement noise and sampling).")] = 0,
+    batch_size: Annotated[
+        int,
+        typer.Option(
+            help="Samples per network batch: measurements run batch-size // samples at a time (at least "
+            "one). Memory only: the samples do not depend on it."
+        ),
+    ] = 256,
     set_: Annotated[
         list[str] | None,
         typer.Option("--set", help="A method option: --set eta=1.0, --set sampler=ddim (repeatable)."),
@@ -177,7 +184,8 @@ def solve(
         metrics["mask"] = str(mask)
     truth, y, source = _truth_and_measurement(den, op, test_digits, input_image, measurement, seed)
     metrics |= source
-    result = restore(den, op, y, method, steps, samples, seed, truth=truth, progress=True, **options)
+    per_batch = max(1, check_count("batch_size", batch_size) // check_count("samples", samples))
+    result = restore(den, op, y, method, steps, samples, seed, truth, True, per_batch, **options)
     metrics |= result.metrics(op)
     with staged_folder(out) as stage:
         save_restoration(result, op, stage)
@@ -322,7 +330,6 @@ def train_regressor_cmd(
     _start(out, seed)
     from posteria.classical.regression import RegressorTraining, regression_error, train_regressor
     from posteria.data import load_dataset
-    from posteria.errors import check_count
     from posteria.priors import save_network
 
     x, _ = load_dataset(data, "train")

@@ -8,6 +8,12 @@ import torch
 _MIX = 0x5DEECE66D2F1B3A7 & (2**63 - 1)
 
 
+def draw_base_seed(generator: torch.Generator | None) -> int:
+    """The one draw from ``generator`` (torch's global one when None) that seeds a run's per-sample
+    streams: a run split into batches draws it once and gives each batch its streams' offset."""
+    return int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
 class PerSampleNoise:
     """One torch.Generator per sample, so draws for sample i never depend on the other samples.
 
@@ -23,8 +29,7 @@ class PerSampleNoise:
     @classmethod
     def from_generator(cls, generator: torch.Generator | None, n: int, offset: int = 0) -> PerSampleNoise:
         """Draw one base seed from ``generator`` (or from torch's global one when None)."""
-        base = int(torch.randint(0, 2**62, (1,), generator=generator))
-        return cls(base, n, offset)
+        return cls(draw_base_seed(generator), n, offset)
 
     def __len__(self) -> int:
         return len(self.generators)

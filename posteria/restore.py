@@ -7,7 +7,6 @@ and the metrics of the field (PSNR and SSIM of the posterior mean, data consiste
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from posteria.io import read_image, save_grid
 from posteria.measurements import save_tensors
 from posteria.metrics.image import consistency, psnr, ssim
 from posteria.operators.base import Operator
-from posteria.posterior.base import prepare, run_prepared
+from posteria.posterior.base import Runner, solve_in_batches
 from posteria.random import PerSampleNoise
 from posteria.report.figures import image_rows
 
@@ -76,21 +75,26 @@ def restore(
     seed: int = 0,
     truth: torch.Tensor | None = None,
     progress: bool = False,
+    batch_size: int | None = None,
     **options: object,
 ) -> Restoration:
-    """Sample ``n`` posterior draws per measurement in ``y`` with ``method`` and time it."""
-    sampler = prepare(prior, operator, y, method, steps, n, **options)
-    start = time.perf_counter()
-    samples = run_prepared(
-        sampler, y.shape[0], n, operator.event_shape, torch.Generator().manual_seed(seed), progress
+    """Sample ``n`` posterior draws per measurement in ``y`` with ``method``, ``batch_size`` measurements
+    at a time (default: all; the samples do not depend on it), and time it."""
+    generator = torch.Generator().manual_seed(seed)
+    run = solve_in_batches(prior, operator, y, method, steps, n, generator, batch_size, progress, **options)
+    vjps = max(map(vjps_of, run.runners))
+    return Restoration(method, y, run.samples, truth, run.runners[0].nfe, vjps, run.seconds)
+
+
+def vjps_of(runner: Runner) -> int:
+    """Vector-Jacobian products through the prior that a runner took per sample: as the sampler reports
+    them (TDS), or per denoiser call (DPS, PiGDM, MMPS), with MMPS's fallbacks beyond its count per call."""
+    vjps = getattr(runner, "vjps", None)
+    vjps = (
+        runner.nfe * getattr(getattr(runner, "denoiser", None), "vjps_per_call", 0) if vjps is None else vjps
     )
-    # Guidance methods also differentiate through the prior: count those vector-Jacobian products,
-    # as the sampler reports them (TDS) or per denoiser call (DPS, PiGDM, MMPS).
-    vjps = getattr(sampler, "vjps", None)
-    vjps = sampler.nfe * getattr(sampler.denoiser, "vjps_per_call", 0) if vjps is None else vjps
-    mmps = getattr(sampler, "moments", getattr(sampler, "denoiser", None))
-    vjps += getattr(mmps, "fallbacks", 0)  # MMPS's vjps beyond its count per call, if any
-    return Restoration(method, y, samples, truth, sampler.nfe, vjps, time.perf_counter() - start)
+    mmps = getattr(runner, "moments", getattr(runner, "denoiser", None))
+    return vjps + getattr(mmps, "fallbacks", 0)
 
 
 def measure(operator: Operator, x: torch.Tensor, seed: int = 0) -> torch.Tensor:

@@ -146,3 +146,13 @@ def test_solve_takes_an_image_to_measure_or_a_measurement_not_both(tmp_path, tin
     assert capsys.readouterr().err.strip() == (
         "error: give --input (an image to measure) or --measurement (your y), not both"
     )
+
+
+def test_solve_batch_size_changes_memory_not_samples(tmp_path, tiny_prior):
+    whole = solve(tiny_prior, tmp_path / "whole", "--test-digits", "3")
+    split = solve(
+        tiny_prior, tmp_path / "split", "--test-digits", "3", "--batch-size", "3"
+    )  # 1 digit at a time
+    # float32 convolutions round differently at another batch size, so equal to rounding, not bit for bit
+    torch.testing.assert_close(tensors(tmp_path / "split")["samples"], tensors(tmp_path / "whole")["samples"])
+    assert whole["nfe"] == split["nfe"] == 3

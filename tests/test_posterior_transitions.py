@@ -577,3 +577,24 @@ def test_methods_list_the_registry_operators_each_serves_at_any_image_size():
         assert {m for m, ops in listed.items() if name in ops} == set(serving), name
     assert listed["repaint"] == ["inpaint-box", "inpaint-random", "inpaint-half", USER_MASK]
     assert "phase" in listed["dps"] and "phase" not in listed["ddrm"] and "mri4" not in listed["nuclear-norm"]
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_solve_in_batches_gives_the_samples_of_one_batch(method: str) -> None:
+    """``batch_size`` changes only memory: measurement i's samples use streams ``i n + j`` whatever the
+    batch it runs in, and no method couples measurements (TDS's particles are one measurement's copies)."""
+    op = get_operator("inpaint-box", (1, 8, 8), sigma_y=0.05)
+    if method not in supported(op) or method == "regression":  # (its shipped network is for 28x28 digits)
+        pytest.skip(f"{method} does not serve this operator")
+    y = op.measure(0.5 * torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
+    den = image_prior() if METHODS[method].prior else None
+    options = small(method)
+
+    def run(batch_size: int | None) -> torch.Tensor:
+        g = torch.Generator().manual_seed(5)
+        return solve(den, op, y, method, 4, n=2, generator=g, batch_size=batch_size, **options)
+
+    whole = run(None)
+    assert whole.shape == (3, 2, 1, 8, 8)
+    for batch_size in (1, 2):
+        torch.testing.assert_close(run(batch_size), whole, rtol=0, atol=1e-10)

@@ -12,9 +12,10 @@ shape, several of them without a prior. ``solve`` validates the inputs once, rep
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import torch
 
@@ -25,7 +26,7 @@ from posteria.operators.identity import Identity
 from posteria.operators.mask import Mask
 from posteria.operators.noise_models import GaussianNoise
 from posteria.options import describe, option_defaults
-from posteria.random import PerSampleNoise
+from posteria.random import PerSampleNoise, draw_base_seed
 from posteria.samplers.base import Noise, Sampler
 
 
@@ -231,6 +232,7 @@ def solve(
     n: int = 1,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    batch_size: int | None = None,
     **options: object,
 ) -> torch.Tensor:
     """Draw ``n`` posterior samples of ``x`` given each measurement in ``y``.
@@ -244,13 +246,55 @@ def solve(
         steps: sampler steps (default: the method's).
         n: samples per measurement.
         generator: seeds the per-sample noise; sample j of measurement i uses stream ``i * n + j``.
+        batch_size: measurements sampled at a time (default: all); memory grows with ``batch_size * n``,
+            the samples do not depend on it.
         options: method options (step sizes, eta, particles, ...).
 
     Returns:
         (B, n, *event_shape) posterior samples.
     """
-    sampler = prepare(denoiser, operator, y, method, steps, n, **options)
-    return run_prepared(sampler, y.shape[0], n, operator.event_shape, generator, progress)
+    return solve_in_batches(
+        denoiser, operator, y, method, steps, n, generator, batch_size, progress, **options
+    ).samples
+
+
+class BatchedRun(NamedTuple):
+    """What :func:`solve_in_batches` returns: the samples (B, n, *event_shape), the runner of each batch
+    (for its costs) and the seconds spent sampling (preparing the runners excluded)."""
+
+    samples: torch.Tensor
+    runners: list[Runner]
+    seconds: float
+
+
+def solve_in_batches(
+    denoiser: Denoiser | None,
+    operator: Operator,
+    y: torch.Tensor,
+    method: str,
+    steps: int | None,
+    n: int,
+    generator: torch.Generator | None,
+    batch_size: int | None = None,
+    progress: bool = False,
+    **options: object,
+) -> BatchedRun:
+    """:func:`solve` on ``batch_size`` measurements at a time. Sample ``j`` of measurement ``i`` draws from
+    stream ``i n + j`` of one base seed, and no method couples measurements, so the samples do not depend
+    on ``batch_size``."""
+    operator.check_measurement(y)  # all of y, before a first batch runs
+    size = y.shape[0] if batch_size is None else check_count("batch_size", batch_size)
+    base, event = draw_base_seed(generator), operator.event_shape
+    samples, runners, seconds = [], [], 0.0
+    for start in range(0, y.shape[0], size):
+        part = y[start : start + size]
+        runners.append(prepare(denoiser, operator, part, method, steps, n, **options))
+        noise = PerSampleNoise(base, part.shape[0] * n, offset=start * n)
+        began = time.perf_counter()
+        x = runners[-1]((part.shape[0] * n, *event), noise=noise, progress=progress)
+        seconds += time.perf_counter() - began
+        samples.append(x.reshape(part.shape[0], n, *event))
+    return BatchedRun(torch.cat(samples), runners, seconds)
 
 
 def run_prepared(

@@ -6,7 +6,7 @@ import torch
 
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_choice, check_count
-from posteria.random import PerSampleNoise
+from posteria.random import PerSampleNoise, draw_base_seed
 from posteria.samplers.base import Noise, Sampler
 from posteria.samplers.ddim import DDIM, DDPM
 from posteria.samplers.langevin import PredictorCorrector
@@ -54,8 +54,7 @@ def sample(
         raise PosteriaError("event_shape is required: the denoiser does not fix the shape of a sample")
     runner = get_sampler(sampler, denoiser, steps, **options)
     # The same single draw as PerSampleNoise.from_generator, so sample(n=m) equals runner((m, ...)).
-    base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
-    return run_in_chunks(runner, base_seed, (n, *event_shape), batch_size, progress)
+    return run_in_chunks(runner, draw_base_seed(generator), (n, *event_shape), batch_size, progress)
 
 
 def run_in_chunks(
