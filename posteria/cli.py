@@ -127,7 +127,10 @@ def solve(
     steps: Annotated[int | None, typer.Option(help="Sampler steps (default: the method's).")] = None,
     test_digits: Annotated[int, typer.Option(help="How many held-out test digits to restore.")] = 8,
     input_image: Annotated[
-        Path | None, typer.Option("--input", help="Restore this image (degraded by the operator) instead.")
+        Path | None,
+        typer.Option(
+            "--input", help="Restore this image, or every image in this folder (degraded by the operator)."
+        ),
     ] = None,
     measurement: Annotated[
         Path | None,
@@ -213,8 +216,7 @@ def _truth_and_measurement(
         y = read_measurement(measurement, operator)
         return None, y, {"measurement": str(measurement), "measurements": y.shape[0]}
     if image is not None:
-        truth, size = input_truth(image, prior.event_shape)
-        source = {"input": str(image), "input_size": list(size)}
+        truth, source = input_truth(image, prior.event_shape)
     else:
         truth = held_out_digits(prior.card["data"], test_digits)
         source = {"test_digits": truth.shape[0]}

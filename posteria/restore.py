@@ -147,10 +147,21 @@ def _read_at_size(
     return read_image(path, channels=channels, size=(height, width)), (w, h)
 
 
-def input_truth(path: Path, event_shape: tuple[int, ...]) -> tuple[torch.Tensor, tuple[int, int]]:
-    """The user's image as (1, C, H, W) at the prior's size, and its own (width, height)."""
-    image, size = _read_at_size(path, event_shape, "--input")
-    return image[None], size
+def input_truth(path: Path, event_shape: tuple[int, ...]) -> tuple[torch.Tensor, dict[str, object]]:
+    """The user's image, or every image in the user's folder (sorted by name), as (N, C, H, W) at the
+    prior's size; and what metrics.json records of them: the path and the image's own (width, height),
+    or the folder's file names."""
+    from posteria.data.folder import image_files
+
+    if not Path(path).is_dir():
+        image, size = _read_at_size(path, event_shape, "--input")
+        return image[None], {"input": str(path), "input_size": list(size)}
+    try:
+        files = image_files(path)
+    except PosteriaError as err:
+        raise PosteriaError(f"--input: {err}") from err
+    images = torch.stack([_read_at_size(f, event_shape, "--input")[0] for f in files])
+    return images, {"input": str(path), "input_files": [f.name for f in files]}
 
 
 def input_mask(path: Path, event_shape: tuple[int, ...]) -> torch.Tensor:

@@ -451,6 +451,29 @@ def test_solve_resizes_an_input_of_the_priors_aspect_and_refuses_another(tmp_pat
     assert code == 1 and "is 12x8; expected 8x8 or a larger image of the same aspect ratio" in message
 
 
+def test_solve_restores_every_image_of_an_input_folder(tmp_path, tiny_prior, monkeypatch, capsys):
+    from safetensors.torch import load_file
+
+    from posteria.io import save_image
+
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    save_image(-torch.ones(1, 16, 16), folder / "b.png")  # black, resized to the prior's 8x8
+    save_image(torch.ones(1, 8, 8), folder / "a.png")
+    (folder / "notes.txt").write_text("not an image")
+    args = ["solve", "--prior", str(tiny_prior.folder), "--input", str(folder), "--method", "ddrm",
+            "--steps", "2", "--samples", "1", "--out", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["input_files"] == ["a.png", "b.png"] and "psnr_mean" in metrics
+    truth = load_file(tmp_path / "out" / "result.safetensors")["truth"]
+    assert truth.shape == (2, 1, 8, 8) and bool((truth[0] == 1).all() and (truth[1] == -1).all())
+    (tmp_path / "empty").mkdir()
+    line = error_line(monkeypatch, capsys, *args[:4], tmp_path / "empty", "--out", tmp_path / "out2")
+    assert line.startswith("error: --input: image folder") and "holds no image files" in line
+
+
 # ------------------------------------------------------------------------------------------ bench
 
 
