@@ -143,6 +143,13 @@ def solve(
         Path | None,
         typer.Option(help="Your inpainting mask for --operator inpaint-mask: white observed, black holes."),
     ] = None,
+    kernel: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your blur kernel (point-spread function) for --operator blur-kernel: a 2-D .npy of weights "
+            "or a picture (grey level = weight); scaled to sum 1."
+        ),
+    ] = None,
     samples: Annotated[int, typer.Option(help="Posterior samples per measurement.")] = 4,
     seed: Annotated[int, typer.Option(help="Random seed (measurement noise and sampling).")] = 0,
     batch_size: Annotated[
@@ -161,20 +168,13 @@ def solve(
     _start(out, seed)
     import posteria as pa
     from posteria.io import staged_folder
-    from posteria.operators.registry import USER_MASK
-    from posteria.restore import input_mask, restore, save_restoration
+    from posteria.restore import restore, save_restoration
     from posteria.train.checkpoint import save_json
 
     noise_level = _noise_level(sigma_y, poisson)
-    if mask is not None and operator != USER_MASK:
-        raise PosteriaError(f"--mask is for --operator {USER_MASK}, got --operator {operator}")
     options = _options(set_)
     den = pa.load_prior(prior)
-    observed = None if mask is None else input_mask(mask, den.event_shape)
-    noise = None if poisson is None else pa.operators.PoissonNoise(poisson)
-    op = pa.operators.get_operator(
-        operator, den.event_shape, sigma_y=noise_level.get("sigma_y", 0.0), mask=observed, noise=noise
-    )
+    op, files = _solve_operator(operator, den, noise_level, mask, kernel)
     metrics = {
         "prior": prior,
         "operator": operator,
@@ -183,8 +183,7 @@ def solve(
         "seed": seed,
         "options": options,
     }
-    if mask is not None:
-        metrics["mask"] = str(mask)
+    metrics |= files
     truth, y, source = _truth_and_measurement(den, op, test_digits, input_image, measurement, seed)
     metrics |= source
     per_batch = max(1, check_count("batch_size", batch_size) // check_count("samples", samples))
@@ -194,6 +193,31 @@ def solve(
         save_restoration(result, op, stage)
         save_json(metrics, stage / "metrics.json")
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+
+
+def _solve_operator(
+    name: str, prior: Denoiser, noise_level: dict[str, float], mask: Path | None, kernel: Path | None
+) -> tuple[Operator, dict[str, str]]:
+    """The operator ``solve`` measures with: a registry name, or the user's mask or kernel (``--mask`` and
+    ``--kernel`` go with their operator only); and the files, for metrics.json."""
+    import posteria as pa
+    from posteria.operators.registry import USER_KERNEL, USER_MASK
+    from posteria.restore import input_kernel, input_mask
+
+    for option, path, owner in (("--mask", mask, USER_MASK), ("--kernel", kernel, USER_KERNEL)):
+        if path is not None and name != owner:
+            raise PosteriaError(f"{option} is for --operator {owner}, got --operator {name}")
+    observed = None if mask is None else input_mask(mask, prior.event_shape)
+    weights = None if kernel is None else input_kernel(kernel)
+    poisson = noise_level.get("poisson")
+    noise = None if poisson is None else pa.operators.PoissonNoise(poisson)
+    sigma_y = noise_level.get("sigma_y", 0.0)
+    op = pa.operators.get_operator(
+        name, prior.event_shape, sigma_y, mask=observed, noise=noise, kernel=weights
+    )
+    return op, {
+        option: str(path) for option, path in (("mask", mask), ("kernel", kernel)) if path is not None
+    }
 
 
 def _truth_and_measurement(
@@ -226,7 +250,7 @@ def _truth_and_measurement(
 @app.command("methods")
 def methods_cmd() -> None:
     """List the posterior methods, what each needs, their options, and the operators."""
-    from posteria.operators.registry import OPERATORS, USER_MASK
+    from posteria.operators.registry import OPERATORS, USER_KERNEL, USER_MASK
     from posteria.options import describe
     from posteria.posterior import methods
 
@@ -237,7 +261,8 @@ def methods_cmd() -> None:
         )
         typer.echo(f"{'':<12} options (--set key=value): {describe(m['options'])}")
         typer.echo(f"{'':<12} operators: {', '.join(m['operators'])}")
-    typer.echo("operators: " + ", ".join([*OPERATORS, f"{USER_MASK} (with --mask FILE.png)"]))
+    user = [f"{USER_MASK} (with --mask FILE.png)", f"{USER_KERNEL} (with --kernel FILE)"]
+    typer.echo("operators: " + ", ".join([*OPERATORS, *user]))
 
 
 @app.command()

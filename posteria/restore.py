@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from posteria.denoisers.base import Denoiser
@@ -171,6 +172,30 @@ def input_mask(path: Path, event_shape: tuple[int, ...]) -> torch.Tensor:
     if not bool(observed.any()):
         raise PosteriaError(f"--mask {str(path)!r} has no observed (white) pixels")
     return observed
+
+
+def input_kernel(path: Path) -> torch.Tensor:
+    """The user's blur kernel (kh, kw), float64, scaled to sum 1 so that the blur keeps brightness: a
+    2-D ``.npy`` array of non-negative weights, or a picture whose grey level is the weight (black 0,
+    white 1). One line naming ``--kernel`` otherwise."""
+    path = Path(path)
+    if path.suffix.lower() == ".npy":
+        try:
+            weights = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float64))
+        except (ValueError, OSError, TypeError) as err:
+            raise PosteriaError(
+                f"--kernel {str(path)!r} is not a readable .npy array of numbers ({err})"
+            ) from err
+    else:
+        try:
+            weights = (read_image(path, channels=1)[0].double() + 1) / 2
+        except PosteriaError as err:
+            raise PosteriaError(f"--kernel: {err}") from err
+    if weights.dim() != 2 or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise PosteriaError(f"--kernel {str(path)!r} must be a 2-D array of finite weights >= 0")
+    if not float(weights.sum()) > 0:
+        raise PosteriaError(f"--kernel {str(path)!r} is all zero")
+    return weights / weights.sum()
 
 
 def save_restoration(result: Restoration, operator: Operator, out: Path) -> None:

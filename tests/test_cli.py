@@ -18,6 +18,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 runner = CliRunner()
 
+F64 = torch.float64
+
 TINY_MLP_TOML = """
 data = "gaussian_mixture_2d"
 arch = "mlp"
@@ -472,6 +474,44 @@ def test_solve_restores_every_image_of_an_input_folder(tmp_path, tiny_prior, mon
     (tmp_path / "empty").mkdir()
     line = error_line(monkeypatch, capsys, *args[:4], tmp_path / "empty", "--out", tmp_path / "out2")
     assert line.startswith("error: --input: image folder") and "holds no image files" in line
+
+
+def test_solve_deblurs_with_a_users_kernel(tmp_path, tiny_prior, monkeypatch, capsys):
+    """--kernel: a .npy of weights or a picture, scaled to sum 1, for --operator blur-kernel only."""
+    import numpy as np
+
+    from posteria.io import save_image
+    from posteria.restore import input_kernel
+
+    np.save(tmp_path / "psf.npy", np.array([[1.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 1.0]]))
+    assert torch.equal(input_kernel(tmp_path / "psf.npy")[1], torch.tensor([0.125, 0.25, 0.125], dtype=F64))
+    save_image(torch.tensor([[[-1.0, 1.0, -1.0]]]), tmp_path / "line.png")  # black, white, black
+    assert torch.equal(input_kernel(tmp_path / "line.png"), torch.tensor([[0.0, 1.0, 0.0]], dtype=F64))
+    args = ["solve", "--prior", str(tiny_prior.folder), "--operator", "blur-kernel", "--method", "ddrm",
+            "--steps", "2", "--samples", "1", "--test-digits", "1"]  # fmt: skip
+    result = CliRunner().invoke(
+        app, [*args, "--kernel", str(tmp_path / "psf.npy"), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["kernel"] == str(tmp_path / "psf.npy")
+    np.save(tmp_path / "negative.npy", -np.ones((3, 3)))
+    np.save(tmp_path / "zero.npy", np.zeros((3, 3)))
+    np.save(tmp_path / "big.npy", np.ones((9, 9)))
+    bad = {
+        "negative.npy": "must be a 2-D array of finite weights >= 0",
+        "zero.npy": "is all zero",
+        "big.npy": "kernel must be 2-D and fit in the image (1, 8, 8), got (9, 9)",
+        "nope.png": "--kernel: image file",
+    }
+    for name, expected in bad.items():
+        line = error_line(monkeypatch, capsys, *args, "--kernel", tmp_path / name, "--out", tmp_path / "x")
+        assert expected in line, line
+    line = error_line(monkeypatch, capsys, *args, "--out", tmp_path / "x")
+    assert line == "error: operator 'blur-kernel' needs a blur kernel (--kernel FILE)"
+    line = error_line(monkeypatch, capsys, *args[:3], "--operator", "sr2", "--kernel", tmp_path / "psf.npy",
+                      "--out", tmp_path / "x")  # fmt: skip
+    assert line == "error: --kernel is for --operator blur-kernel, got --operator sr2"
+    assert not (tmp_path / "x").exists()
 
 
 # ------------------------------------------------------------------------------------------ bench

@@ -63,9 +63,21 @@ def _user_mask(mask: torch.Tensor | None, shape: Shape, sigma_y: float) -> Mask:
     return Mask(mask, shape, sigma_y=sigma_y)
 
 
+#: A blur kernel of the user's (``get_operator(USER_KERNEL, shape, kernel=...)``; ``--kernel FILE`` on the
+#: command line), such as a measured point-spread function: not in :data:`OPERATORS` either.
+USER_KERNEL = "blur-kernel"
+
+
+def _user_kernel(kernel: torch.Tensor | None, shape: Shape, sigma_y: float) -> Blur:
+    """:data:`USER_KERNEL`'s operator, or one line if no kernel was given."""
+    if kernel is None:
+        raise PosteriaError(f"operator {USER_KERNEL!r} needs a blur kernel (--kernel FILE)")
+    return Blur(kernel, shape, sigma_y=sigma_y)
+
+
 #: Operators whose measurement is pixel values in [-1, 1], the signal Poisson counts are defined on.
 PIXEL_OPERATORS = ("denoise", "inpaint-box", "inpaint-random", "inpaint-half", USER_MASK, "sr2", "sr4",
-                   "blur-gauss", "blur-motion")  # fmt: skip
+                   "blur-gauss", "blur-motion", USER_KERNEL)  # fmt: skip
 
 
 def _check_noise(noise: NoiseModel, name: str) -> NoiseModel:
@@ -109,23 +121,28 @@ def get_operator(
     generator: torch.Generator | None = None,
     mask: torch.Tensor | None = None,
     noise: NoiseModel | None = None,
+    kernel: torch.Tensor | None = None,
 ) -> Operator:
     """Build the named operator for signals of shape ``event_shape`` with Gaussian noise ``sigma_y``.
 
     Without a ``generator`` the random parts are drawn from seed 0, so a name means the same operator
     on every run. ``mask`` (0/1, the image's (H, W) or the event shape; 1 = observed) is the user's own
-    inpainting mask, for :data:`USER_MASK` only. ``noise`` (e.g. :class:`PoissonNoise`) replaces the
-    Gaussian noise of ``sigma_y``. Unknown names raise a :class:`PosteriaError` listing the known ones.
+    inpainting mask, for :data:`USER_MASK` only; ``kernel`` (2-D, used as given) the user's own blur, for
+    :data:`USER_KERNEL` only. ``noise`` (e.g. :class:`PoissonNoise`) replaces the Gaussian noise of
+    ``sigma_y``. Unknown names raise a :class:`PosteriaError` listing the known ones.
     """
-    check_choice("operator", name, [*OPERATORS, USER_MASK])
+    check_choice("operator", name, [*OPERATORS, USER_MASK, USER_KERNEL])
     check_positive("sigma_y", sigma_y, allow_zero=True)
     event_shape = tuple(check_count("event_shape entry", n) for n in event_shape)
     if name not in ("denoise", "cs25", "cs10") and len(event_shape) < 2:
         raise PosteriaError(f"operator {name!r} needs an image shape (..., H, W), got {event_shape}")
+    for what, given, owner in (("mask", mask, USER_MASK), ("kernel", kernel, USER_KERNEL)):
+        if given is not None and name != owner:
+            raise PosteriaError(f"a {what} is for operator {owner!r} only, got operator {name!r}")
     if name == USER_MASK:
         op = _user_mask(mask, event_shape, float(sigma_y))
-    elif mask is not None:
-        raise PosteriaError(f"a mask is for operator {USER_MASK!r} only, got operator {name!r}")
+    elif name == USER_KERNEL:
+        op = _user_kernel(kernel, event_shape, float(sigma_y))
     else:
         generator = torch.Generator().manual_seed(0) if generator is None else generator
         op = OPERATORS[name](event_shape, float(sigma_y), generator)

@@ -151,13 +151,15 @@ def check_method(name: str, operator: Operator) -> Method:
 
 @functools.cache
 def registry_capabilities() -> dict[str, frozenset[str]]:
-    """The capabilities of each operator of the registry, user mask included, on a (1, 28, 28) image
-    with Gaussian noise (they depend on the operator's kind and noise model, not on the image's size)."""
-    from posteria.operators.registry import OPERATORS, USER_MASK, get_operator
+    """The capabilities of each operator of the registry, the user's mask and kernel included, on a
+    (1, 28, 28) image with Gaussian noise (they depend on the operator's kind and noise model, not on the
+    image's size)."""
+    from posteria.operators.registry import OPERATORS, USER_KERNEL, USER_MASK, get_operator
 
     shape, mask = (1, 28, 28), torch.ones(28, 28, dtype=torch.bool)
     built = {name: get_operator(name, shape) for name in OPERATORS}
     built[USER_MASK] = get_operator(USER_MASK, shape, mask=mask)
+    built[USER_KERNEL] = get_operator(USER_KERNEL, shape, kernel=torch.full((3, 3), 1 / 9))
     return {name: frozenset(capabilities(op)) for name, op in built.items()}
 
 
