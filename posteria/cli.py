@@ -141,13 +141,22 @@ def solve(
     ] = None,
     mask: Annotated[
         Path | None,
-        typer.Option(help="Your inpainting mask for --operator inpaint-mask: white observed, black holes."),
+        typer.Option(
+            help="Your mask: for --operator inpaint-mask white pixels are observed, black ones filled "
+            "in; for mri-mask white frequencies are measured (DC at the centre)."
+        ),
     ] = None,
     kernel: Annotated[
         Path | None,
         typer.Option(
             help="Your blur kernel (point-spread function) for --operator blur-kernel: a 2-D .npy of weights "
             "or a picture (grey level = weight); scaled to sum 1."
+        ),
+    ] = None,
+    matrix: Annotated[
+        Path | None,
+        typer.Option(
+            help="Your measurement matrix for --operator matrix: a .npy of shape (m, D), D = pixels."
         ),
     ] = None,
     samples: Annotated[int, typer.Option(help="Posterior samples per measurement.")] = 4,
@@ -174,7 +183,8 @@ def solve(
     noise_level = _noise_level(sigma_y, poisson)
     options = _options(set_)
     den = pa.load_prior(prior)
-    op, files = _solve_operator(operator, den, noise_level, mask, kernel)
+    files = {"mask": mask, "kernel": kernel, "matrix": matrix}
+    op = _solve_operator(operator, den, noise_level, files)
     metrics = {
         "prior": prior,
         "operator": operator,
@@ -183,7 +193,7 @@ def solve(
         "seed": seed,
         "options": options,
     }
-    metrics |= files
+    metrics |= {key: str(path) for key, path in files.items() if path is not None}
     truth, y, source = _truth_and_measurement(den, op, test_digits, input_image, measurement, seed)
     metrics |= source
     per_batch = max(1, check_count("batch_size", batch_size) // check_count("samples", samples))
@@ -196,28 +206,29 @@ def solve(
 
 
 def _solve_operator(
-    name: str, prior: Denoiser, noise_level: dict[str, float], mask: Path | None, kernel: Path | None
-) -> tuple[Operator, dict[str, str]]:
-    """The operator ``solve`` measures with: a registry name, or the user's mask or kernel (``--mask`` and
-    ``--kernel`` go with their operator only); and the files, for metrics.json."""
+    name: str, prior: Denoiser, noise_level: dict[str, float], files: dict[str, Path | None]
+) -> Operator:
+    """The operator ``solve`` measures with: a registry name, or one built from the user's ``--mask``,
+    ``--kernel`` or ``--matrix`` file (``files``, keyed by option), each for its operators only."""
     import posteria as pa
-    from posteria.operators.registry import USER_KERNEL, USER_MASK
-    from posteria.restore import input_kernel, input_mask
+    from posteria.operators.registry import USER_OPERATORS
+    from posteria.restore import input_kernel, input_mask, input_matrix
 
-    for option, path, owner in (("--mask", mask, USER_MASK), ("--kernel", kernel, USER_KERNEL)):
-        if path is not None and name != owner:
-            raise PosteriaError(f"{option} is for --operator {owner}, got --operator {name}")
-    observed = None if mask is None else input_mask(mask, prior.event_shape)
-    weights = None if kernel is None else input_kernel(kernel)
+    for key, path in files.items():
+        owners = [n for n, (k, _, _) in USER_OPERATORS.items() if k == key]
+        if path is not None and name not in owners:
+            raise PosteriaError(f"--{key} is for --operator {' or '.join(owners)}, got --operator {name}")
+    readers = {
+        "mask": lambda p: input_mask(p, prior.event_shape),
+        "kernel": input_kernel,
+        "matrix": input_matrix,
+    }
+    arrays = {key: None if path is None else readers[key](path) for key, path in files.items()}
     poisson = noise_level.get("poisson")
     noise = None if poisson is None else pa.operators.PoissonNoise(poisson)
-    sigma_y = noise_level.get("sigma_y", 0.0)
-    op = pa.operators.get_operator(
-        name, prior.event_shape, sigma_y, mask=observed, noise=noise, kernel=weights
+    return pa.operators.get_operator(
+        name, prior.event_shape, noise_level.get("sigma_y", 0.0), noise=noise, **arrays
     )
-    return op, {
-        option: str(path) for option, path in (("mask", mask), ("kernel", kernel)) if path is not None
-    }
 
 
 def _truth_and_measurement(
@@ -250,7 +261,7 @@ def _truth_and_measurement(
 @app.command("methods")
 def methods_cmd() -> None:
     """List the posterior methods, what each needs, their options, and the operators."""
-    from posteria.operators.registry import OPERATORS, USER_KERNEL, USER_MASK
+    from posteria.operators.registry import OPERATORS, USER_OPERATORS
     from posteria.options import describe
     from posteria.posterior import methods
 
@@ -261,7 +272,7 @@ def methods_cmd() -> None:
         )
         typer.echo(f"{'':<12} options (--set key=value): {describe(m['options'])}")
         typer.echo(f"{'':<12} operators: {', '.join(m['operators'])}")
-    user = [f"{USER_MASK} (with --mask FILE.png)", f"{USER_KERNEL} (with --kernel FILE)"]
+    user = [f"{name} (with --{keyword} FILE)" for name, (keyword, _, _) in USER_OPERATORS.items()]
     typer.echo("operators: " + ", ".join([*OPERATORS, *user]))
 
 

@@ -198,6 +198,21 @@ def input_kernel(path: Path) -> torch.Tensor:
     return weights / weights.sum()
 
 
+def input_matrix(path: Path) -> torch.Tensor:
+    """The user's measurement matrix (m, D) from a 2-D ``.npy`` array of finite real numbers, float64 (the
+    operator's SVD is computed once from it); one line naming ``--matrix`` otherwise."""
+    try:
+        array = np.load(Path(path), allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise PosteriaError(f"--matrix {str(path)!r} is not a readable .npy array ({err})") from err
+    if not isinstance(array, np.ndarray) or array.ndim != 2 or array.dtype.kind not in "iuf":
+        raise PosteriaError(f"--matrix {str(path)!r} must be a 2-D .npy array of real numbers (m, D)")
+    matrix = torch.from_numpy(array.astype(np.float64))
+    if not bool(torch.isfinite(matrix).all()):
+        raise PosteriaError(f"--matrix {str(path)!r} contains NaN or infinite values")
+    return matrix
+
+
 def save_restoration(result: Restoration, operator: Operator, out: Path) -> None:
     """OUT/panels.png (one row per measurement), measurement.png, samples.png (a row of samples per
     measurement), mean.png and std.png (stretched by its maximum), and their unquantised tensors in

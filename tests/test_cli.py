@@ -399,7 +399,7 @@ def test_solve_fills_the_holes_of_a_users_mask(tmp_path, tiny_prior, monkeypatch
     assert line.endswith("has no observed (white) pixels")
     line = error_line(monkeypatch, capsys, *args[:3], "--operator", "sr2", "--mask", tmp_path / "mask.png",
                       "--out", tmp_path / "out4")  # fmt: skip
-    assert line == "error: --mask is for --operator inpaint-mask, got --operator sr2"
+    assert line == "error: --mask is for --operator inpaint-mask or mri-mask, got --operator sr2"
     line = error_line(monkeypatch, capsys, *args[:6], tmp_path / "nope.png", "--out", tmp_path / "out5")
     assert line.startswith("error: --mask: image file") and "does not exist" in line
 
@@ -512,6 +512,35 @@ def test_solve_deblurs_with_a_users_kernel(tmp_path, tiny_prior, monkeypatch, ca
                       "--out", tmp_path / "x")  # fmt: skip
     assert line == "error: --kernel is for --operator blur-kernel, got --operator sr2"
     assert not (tmp_path / "x").exists()
+
+
+def test_solve_with_a_users_matrix_or_kspace_mask(tmp_path, tiny_prior, monkeypatch, capsys):
+    import numpy as np
+
+    from posteria.io import save_image
+
+    np.save(tmp_path / "A.npy", np.random.default_rng(0).standard_normal((16, 64)) / 8)
+    measured = -torch.ones(1, 8, 8)
+    measured[:, :, 3:6] = 1  # three central columns of k-space
+    save_image(measured, tmp_path / "kspace.png")
+    base = ["solve", "--prior", str(tiny_prior.folder), "--method", "ddrm", "--steps", "2", "--samples", "1",
+            "--test-digits", "1"]  # fmt: skip
+    for operator, option, path in (("matrix", "--matrix", "A.npy"), ("mri-mask", "--mask", "kspace.png")):
+        out = tmp_path / operator
+        result = CliRunner().invoke(
+            app, [*base, "--operator", operator, option, str(tmp_path / path), "--out", str(out)]
+        )
+        assert result.exit_code == 0, result.output
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics[option[2:]] == str(tmp_path / path) and metrics["consistency"] > 0
+    np.save(tmp_path / "cube.npy", np.ones((2, 16, 64)))
+    np.save(tmp_path / "nan.npy", np.full((16, 64), np.nan))
+    for path, expected in (("cube.npy", "must be a 2-D .npy array of real numbers"), ("nan.npy", "NaN")):
+        line = error_line(monkeypatch, capsys, *base, "--operator", "matrix", "--matrix", tmp_path / path,
+                          "--out", tmp_path / "x")  # fmt: skip
+        assert line.startswith("error: --matrix") and expected in line
+    line = error_line(monkeypatch, capsys, *base, "--matrix", tmp_path / "A.npy", "--out", tmp_path / "x")
+    assert line == "error: --matrix is for --operator matrix, got --operator inpaint-box"
 
 
 # ------------------------------------------------------------------------------------------ bench

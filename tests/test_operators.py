@@ -396,7 +396,10 @@ def test_user_mask_builds_an_inpainting_operator_and_goes_with_no_other() -> Non
     op = ops.get_operator("inpaint-mask", (1, 8, 8), sigma_y=0.1, mask=mask)
     assert isinstance(op, ops.Mask) and torch.equal(op.mask[0], mask) and op.sigma_y == 0.1
     _one_line_error(lambda: ops.get_operator("inpaint-mask", (1, 8, 8)), "needs a mask of observed pixels")
-    _one_line_error(lambda: ops.get_operator("sr2", (1, 8, 8), mask=mask), "for operator 'inpaint-mask' only")
+    _one_line_error(
+        lambda: ops.get_operator("sr2", (1, 8, 8), mask=mask),
+        "for operator 'inpaint-mask' or 'mri-mask' only",
+    )
     _one_line_error(
         lambda: ops.get_operator("inpaint-mask", (1, 8, 8), mask=mask[:4]), "mask must have shape"
     )
@@ -479,3 +482,26 @@ def test_hermitian_coordinates_are_orthonormal_and_their_cached_weights_serve_au
     )
     (grad,) = torch.autograd.grad(hermitian_spectrum(z.float()).abs().square().sum(), x)
     assert torch.allclose(grad, 2 * x.detach(), atol=1e-5)
+
+
+def test_user_kspace_mask_and_matrix_build_their_operators_and_need_their_array() -> None:
+    measured = torch.zeros(8, 8, dtype=torch.bool)
+    measured[:, 3:6] = True  # three central columns of k-space
+    op = ops.get_operator("mri-mask", (1, 8, 8), sigma_y=0.1, mask=measured)
+    assert (
+        isinstance(op, ops.SubsampledFourier) and op.measurement_shape == (1, 24) and op.complex_measurement
+    )
+    A = torch.randn(5, 64, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    op = ops.get_operator("matrix", (1, 8, 8), sigma_y=0.1, matrix=A)
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64)
+    torch.testing.assert_close(op(x), x.flatten(1) @ A.T)
+    _one_line_error(lambda: ops.get_operator("mri-mask", (1, 8, 8)), "needs a mask of measured frequencies")
+    _one_line_error(
+        lambda: ops.get_operator("matrix", (1, 8, 8)), r"needs a measurement matrix \(--matrix FILE\)"
+    )
+    _one_line_error(
+        lambda: ops.get_operator("matrix", (1, 8, 8), matrix=torch.ones(5, 63)), "= D = 63 entries"
+    )
+    _one_line_error(
+        lambda: ops.get_operator("cs25", (1, 8, 8), matrix=A), "a matrix is for operator 'matrix' only"
+    )

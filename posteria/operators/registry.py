@@ -11,7 +11,7 @@ from posteria.errors import PosteriaError, check_choice, check_count, check_posi
 from posteria.operators import kspace
 from posteria.operators.base import Operator
 from posteria.operators.blur import Blur
-from posteria.operators.dense import RandomProjection
+from posteria.operators.dense import MatrixOperator, RandomProjection
 from posteria.operators.downsample import Downsample
 from posteria.operators.identity import Identity
 from posteria.operators.mask import Mask
@@ -51,28 +51,41 @@ def _mri(shape: Shape, sigma_y: float, pattern: str, generator: torch.Generator)
     return SubsampledFourier(mask, shape, sigma_y=sigma_y)
 
 
-#: An inpainting mask of the user's (``get_operator(USER_MASK, shape, mask=...)``; ``--mask FILE`` on the
-#: command line): not in :data:`OPERATORS`, which build from a name alone.
-USER_MASK = "inpaint-mask"
+#: Operators built from an array of the user's, not from a name alone (so not in :data:`OPERATORS`):
+#: ``get_operator(name, shape, **{keyword: array})``, and on the command line ``--keyword FILE``.
+USER_MASK = "inpaint-mask"  # observed pixels (0/1, the image's (H, W) or the event shape)
+USER_KERNEL = "blur-kernel"  # a blur kernel, e.g. a measured point-spread function, used as given
+USER_KSPACE = "mri-mask"  # measured frequencies (0/1, (H, W), DC at the centre as fftshift shows it)
+USER_MATRIX = "matrix"  # a dense (m, D) matrix of D = prod(event_shape) columns
+USER_OPERATORS: dict[str, tuple[str, str, Callable[[torch.Tensor, Shape, float], Operator]]] = {
+    USER_MASK: ("mask", "a mask of observed pixels", lambda a, shape, s: Mask(a, shape, sigma_y=s)),
+    USER_KERNEL: ("kernel", "a blur kernel", lambda a, shape, s: Blur(a, shape, sigma_y=s)),
+    USER_KSPACE: (
+        "mask",
+        "a mask of measured frequencies",
+        lambda a, shape, s: SubsampledFourier(a, shape, s),
+    ),
+    USER_MATRIX: ("matrix", "a measurement matrix", lambda a, shape, s: MatrixOperator(a, s, shape=shape)),
+}
 
 
-def _user_mask(mask: torch.Tensor | None, shape: Shape, sigma_y: float) -> Mask:
-    """:data:`USER_MASK`'s operator, or one line if no mask was given."""
-    if mask is None:
-        raise PosteriaError(f"operator {USER_MASK!r} needs a mask of observed pixels (--mask FILE.png)")
-    return Mask(mask, shape, sigma_y=sigma_y)
+def _check_arrays(name: str, arrays: dict[str, torch.Tensor | None]) -> None:
+    """One line if an array was given that operator ``name`` does not take."""
+    keyword = USER_OPERATORS[name][0] if name in USER_OPERATORS else None
+    for key, array in arrays.items():
+        if array is not None and key != keyword:
+            owners = " or ".join(repr(n) for n, (k, _, _) in USER_OPERATORS.items() if k == key)
+            raise PosteriaError(f"a {key} is for operator {owners} only, got operator {name!r}")
 
 
-#: A blur kernel of the user's (``get_operator(USER_KERNEL, shape, kernel=...)``; ``--kernel FILE`` on the
-#: command line), such as a measured point-spread function: not in :data:`OPERATORS` either.
-USER_KERNEL = "blur-kernel"
-
-
-def _user_kernel(kernel: torch.Tensor | None, shape: Shape, sigma_y: float) -> Blur:
-    """:data:`USER_KERNEL`'s operator, or one line if no kernel was given."""
-    if kernel is None:
-        raise PosteriaError(f"operator {USER_KERNEL!r} needs a blur kernel (--kernel FILE)")
-    return Blur(kernel, shape, sigma_y=sigma_y)
+def _user_operator(
+    name: str, arrays: dict[str, torch.Tensor | None], shape: Shape, sigma_y: float
+) -> Operator:
+    """The user operator ``name`` built from its array in ``arrays``; one line if that is missing."""
+    keyword, what, build = USER_OPERATORS[name]
+    if arrays[keyword] is None:
+        raise PosteriaError(f"operator {name!r} needs {what} (--{keyword} FILE)")
+    return build(arrays[keyword], shape, sigma_y)
 
 
 #: Operators whose measurement is pixel values in [-1, 1], the signal Poisson counts are defined on.
@@ -122,27 +135,24 @@ def get_operator(
     mask: torch.Tensor | None = None,
     noise: NoiseModel | None = None,
     kernel: torch.Tensor | None = None,
+    matrix: torch.Tensor | None = None,
 ) -> Operator:
     """Build the named operator for signals of shape ``event_shape`` with Gaussian noise ``sigma_y``.
 
     Without a ``generator`` the random parts are drawn from seed 0, so a name means the same operator
-    on every run. ``mask`` (0/1, the image's (H, W) or the event shape; 1 = observed) is the user's own
-    inpainting mask, for :data:`USER_MASK` only; ``kernel`` (2-D, used as given) the user's own blur, for
-    :data:`USER_KERNEL` only. ``noise`` (e.g. :class:`PoissonNoise`) replaces the Gaussian noise of
+    on every run. ``mask``, ``kernel`` and ``matrix`` are the user's arrays of :data:`USER_OPERATORS`, each
+    for its operators only. ``noise`` (e.g. :class:`PoissonNoise`) replaces the Gaussian noise of
     ``sigma_y``. Unknown names raise a :class:`PosteriaError` listing the known ones.
     """
-    check_choice("operator", name, [*OPERATORS, USER_MASK, USER_KERNEL])
+    check_choice("operator", name, [*OPERATORS, *USER_OPERATORS])
     check_positive("sigma_y", sigma_y, allow_zero=True)
     event_shape = tuple(check_count("event_shape entry", n) for n in event_shape)
-    if name not in ("denoise", "cs25", "cs10") and len(event_shape) < 2:
+    if name not in ("denoise", "cs25", "cs10", USER_MATRIX) and len(event_shape) < 2:
         raise PosteriaError(f"operator {name!r} needs an image shape (..., H, W), got {event_shape}")
-    for what, given, owner in (("mask", mask, USER_MASK), ("kernel", kernel, USER_KERNEL)):
-        if given is not None and name != owner:
-            raise PosteriaError(f"a {what} is for operator {owner!r} only, got operator {name!r}")
-    if name == USER_MASK:
-        op = _user_mask(mask, event_shape, float(sigma_y))
-    elif name == USER_KERNEL:
-        op = _user_kernel(kernel, event_shape, float(sigma_y))
+    arrays = {"mask": mask, "kernel": kernel, "matrix": matrix}
+    _check_arrays(name, arrays)
+    if name in USER_OPERATORS:
+        op = _user_operator(name, arrays, event_shape, float(sigma_y))
     else:
         generator = torch.Generator().manual_seed(0) if generator is None else generator
         op = OPERATORS[name](event_shape, float(sigma_y), generator)

@@ -154,12 +154,15 @@ def registry_capabilities() -> dict[str, frozenset[str]]:
     """The capabilities of each operator of the registry, the user's mask and kernel included, on a
     (1, 28, 28) image with Gaussian noise (they depend on the operator's kind and noise model, not on the
     image's size)."""
-    from posteria.operators.registry import OPERATORS, USER_KERNEL, USER_MASK, get_operator
+    from posteria.operators.registry import OPERATORS, USER_OPERATORS, get_operator
 
-    shape, mask = (1, 28, 28), torch.ones(28, 28, dtype=torch.bool)
+    shape = (1, 28, 28)
+    arrays = {"mask": torch.ones(28, 28, dtype=torch.bool), "kernel": torch.full((3, 3), 1 / 9),
+              "matrix": torch.eye(4, 784)}  # fmt: skip
     built = {name: get_operator(name, shape) for name in OPERATORS}
-    built[USER_MASK] = get_operator(USER_MASK, shape, mask=mask)
-    built[USER_KERNEL] = get_operator(USER_KERNEL, shape, kernel=torch.full((3, 3), 1 / 9))
+    built |= {
+        name: get_operator(name, shape, **{key: arrays[key]}) for name, (key, _, _) in USER_OPERATORS.items()
+    }
     return {name: frozenset(capabilities(op)) for name, op in built.items()}
 
 
