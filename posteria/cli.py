@@ -165,7 +165,7 @@ def solve(
         int,
         typer.Option(
             help="Samples per network batch: measurements run batch-size // samples at a time (at least "
-            "one). Memory only: the samples do not depend on it."
+            "one). For memory: the samples are the same, to float32 rounding."
         ),
     ] = 256,
     set_: Annotated[
@@ -177,6 +177,7 @@ def solve(
     _start(out, seed)
     import posteria as pa
     from posteria.io import staged_folder
+    from posteria.posterior.base import check_method, check_options
     from posteria.restore import restore, save_restoration
     from posteria.train.checkpoint import save_json
 
@@ -196,6 +197,9 @@ def solve(
     metrics |= {key: str(path) for key, path in files.items() if path is not None}
     truth, y, source = _truth_and_measurement(den, op, test_digits, input_image, measurement, seed)
     metrics |= source
+    check_options(
+        check_method(method, op), options
+    )  # before restore(), whose own arguments they could shadow
     per_batch = max(1, check_count("batch_size", batch_size) // check_count("samples", samples))
     result = restore(den, op, y, method, steps, samples, seed, truth, True, per_batch, **options)
     metrics |= result.metrics(op)
@@ -211,24 +215,25 @@ def _solve_operator(
     """The operator ``solve`` measures with: a registry name, or one built from the user's ``--mask``,
     ``--kernel`` or ``--matrix`` file (``files``, keyed by option), each for its operators only."""
     import posteria as pa
-    from posteria.operators.registry import USER_OPERATORS
+    from posteria.operators.registry import USER_KSPACE, USER_OPERATORS
     from posteria.restore import input_kernel, input_mask, input_matrix
 
     for key, path in files.items():
         owners = [n for n, (k, _, _) in USER_OPERATORS.items() if k == key]
         if path is not None and name not in owners:
             raise PosteriaError(f"--{key} is for --operator {' or '.join(owners)}, got --operator {name}")
-    readers = {
-        "mask": lambda p: input_mask(p, prior.event_shape),
-        "kernel": input_kernel,
-        "matrix": input_matrix,
-    }
+    frequencies = name == USER_KSPACE
+    readers = {"mask": lambda p: input_mask(p, prior.event_shape, frequencies), "kernel": input_kernel,
+               "matrix": input_matrix}  # fmt: skip
     arrays = {key: None if path is None else readers[key](path) for key, path in files.items()}
     poisson = noise_level.get("poisson")
     noise = None if poisson is None else pa.operators.PoissonNoise(poisson)
-    return pa.operators.get_operator(
-        name, prior.event_shape, noise_level.get("sigma_y", 0.0), noise=noise, **arrays
-    )
+    sigma_y = noise_level.get("sigma_y", 0.0)
+    try:
+        return pa.operators.get_operator(name, prior.event_shape, sigma_y, noise=noise, **arrays)
+    except PosteriaError as err:  # e.g. a kernel larger than the image: name the file it came from
+        given = [f"--{key} {str(path)!r}" for key, path in files.items() if path is not None]
+        raise PosteriaError(f"{given[0]}: {err}" if given else str(err)) from err
 
 
 def _truth_and_measurement(

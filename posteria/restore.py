@@ -165,13 +165,44 @@ def input_truth(path: Path, event_shape: tuple[int, ...]) -> tuple[torch.Tensor,
     return images, {"input": str(path), "input_files": [f.name for f in files]}
 
 
-def input_mask(path: Path, event_shape: tuple[int, ...]) -> torch.Tensor:
-    """The user's inpainting mask as a boolean (H, W) at the prior's size: pixels brighter than mid-grey
-    are observed, darker ones are holes to fill (resized like the image, then thresholded)."""
-    observed = _read_at_size(path, (1, *event_shape[-2:]), "--mask")[0][0] > 0
-    if not bool(observed.any()):
-        raise PosteriaError(f"--mask {str(path)!r} has no observed (white) pixels")
-    return observed
+def _read_exact(path: Path, size: tuple[int, int], option: str) -> torch.Tensor:
+    """A grayscale picture (1, H, W) that must be exactly ``size = (H, W)``: never resized."""
+    try:
+        image = read_image(path, channels=1)
+    except PosteriaError as err:
+        raise PosteriaError(f"{option}: {err}") from err
+    if tuple(image.shape[1:]) != tuple(size):
+        raise PosteriaError(
+            f"{option} {str(path)!r} is {image.shape[2]}x{image.shape[1]}; expected exactly "
+            f"{size[1]}x{size[0]} (it is not resized)"
+        )
+    return image
+
+
+def input_mask(path: Path, event_shape: tuple[int, ...], frequencies: bool = False) -> torch.Tensor:
+    """The user's mask as a boolean (H, W) at the prior's size, white (brighter than mid-grey) True: the
+    observed pixels of an inpainting mask (a larger image of the same aspect is resized, then thresholded)
+    or, with ``frequencies``, the measured frequencies of a k-space mask (never resized: that would move
+    frequencies)."""
+    size = tuple(event_shape[-2:])
+    image = _read_exact(path, size, "--mask") if frequencies else _read_at_size(path, (1, *size), "--mask")[0]
+    kept = image[0] > 0
+    if not bool(kept.any()):
+        what = "measured (white) frequencies" if frequencies else "observed (white) pixels"
+        raise PosteriaError(f"--mask {str(path)!r} has no {what}")
+    return kept
+
+
+def _read_real_npy(path: Path, option: str) -> torch.Tensor:
+    """A ``.npy`` array of real numbers (booleans, integers or floats) as float64; one line naming
+    ``option`` for anything else (pickles, ``.npz`` archives, complex numbers)."""
+    try:
+        array = np.load(Path(path), allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise PosteriaError(f"{option} {str(path)!r} is not a readable .npy array ({err})") from err
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise PosteriaError(f"{option} {str(path)!r} must be one .npy array of real numbers")
+    return torch.from_numpy(array.astype(np.float64))
 
 
 def input_kernel(path: Path) -> torch.Tensor:
@@ -180,12 +211,7 @@ def input_kernel(path: Path) -> torch.Tensor:
     white 1). One line naming ``--kernel`` otherwise."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        try:
-            weights = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float64))
-        except (ValueError, OSError, TypeError) as err:
-            raise PosteriaError(
-                f"--kernel {str(path)!r} is not a readable .npy array of numbers ({err})"
-            ) from err
+        weights = _read_real_npy(path, "--kernel")
     else:
         try:
             weights = (read_image(path, channels=1)[0].double() + 1) / 2
@@ -193,23 +219,18 @@ def input_kernel(path: Path) -> torch.Tensor:
             raise PosteriaError(f"--kernel: {err}") from err
     if weights.dim() != 2 or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
         raise PosteriaError(f"--kernel {str(path)!r} must be a 2-D array of finite weights >= 0")
-    if not float(weights.sum()) > 0:
-        raise PosteriaError(f"--kernel {str(path)!r} is all zero")
-    return weights / weights.sum()
+    total = weights.sum()
+    if not bool(torch.isfinite(total)) or not float(total) > 0:
+        raise PosteriaError(f"--kernel {str(path)!r} must have a finite, positive sum")
+    return weights / total
 
 
 def input_matrix(path: Path) -> torch.Tensor:
     """The user's measurement matrix (m, D) from a 2-D ``.npy`` array of finite real numbers, float64 (the
     operator's SVD is computed once from it); one line naming ``--matrix`` otherwise."""
-    try:
-        array = np.load(Path(path), allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise PosteriaError(f"--matrix {str(path)!r} is not a readable .npy array ({err})") from err
-    if not isinstance(array, np.ndarray) or array.ndim != 2 or array.dtype.kind not in "iuf":
-        raise PosteriaError(f"--matrix {str(path)!r} must be a 2-D .npy array of real numbers (m, D)")
-    matrix = torch.from_numpy(array.astype(np.float64))
-    if not bool(torch.isfinite(matrix).all()):
-        raise PosteriaError(f"--matrix {str(path)!r} contains NaN or infinite values")
+    matrix = _read_real_npy(path, "--matrix")
+    if matrix.dim() != 2 or not bool(torch.isfinite(matrix).all()):
+        raise PosteriaError(f"--matrix {str(path)!r} must be a 2-D array (m, D) of finite numbers")
     return matrix
 
 

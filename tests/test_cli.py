@@ -302,6 +302,7 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
         (["--method", "ddrm", "--set", "eta"], "--set 'eta': expected key=value"),
         (["--method", "ddrm", "--set", "eta=fast"], "method 'ddrm': eta must lie in [0, 1], got 'fast'"),
         (["--method", "mmps", "--set", "zeta=1"], "'mmps' takes no option zeta; its options: sampler="),
+        (["--method", "ddrm", "--set", "batch_size=2"], "'ddrm' takes no option batch_size; its options: "),
         (["--method", "dps", "--set", "zeta=[1, 2]"], "zeta must be a finite number > 0, got [1, 2]"),
         (["--method", "dps-squared", "--set", "limit=False"], "limit must be true or false, got 'False'"),
         (["--method", "fista-tv", "--set", "bounds=5"], "bounds must be two numbers [low, high]"),
@@ -317,6 +318,7 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
         "set-form",
         "set-type",
         "set-key",
+        "set-argument",
         "set-list",
         "set-switch",
         "set-bounds",
@@ -497,9 +499,14 @@ def test_solve_deblurs_with_a_users_kernel(tmp_path, tiny_prior, monkeypatch, ca
     np.save(tmp_path / "negative.npy", -np.ones((3, 3)))
     np.save(tmp_path / "zero.npy", np.zeros((3, 3)))
     np.save(tmp_path / "big.npy", np.ones((9, 9)))
+    np.save(tmp_path / "complex.npy", np.ones((3, 3), dtype=complex))
+    np.savez(tmp_path / "archive.npz", k=np.ones((3, 3)))
+    (tmp_path / "archive.npz").rename(tmp_path / "archive.npy")
     bad = {
         "negative.npy": "must be a 2-D array of finite weights >= 0",
-        "zero.npy": "is all zero",
+        "zero.npy": "must have a finite, positive sum",
+        "complex.npy": "must be one .npy array of real numbers",
+        "archive.npy": "must be one .npy array of real numbers",
         "big.npy": "kernel must be 2-D and fit in the image (1, 8, 8), got (9, 9)",
         "nope.png": "--kernel: image file",
     }
@@ -535,12 +542,21 @@ def test_solve_with_a_users_matrix_or_kspace_mask(tmp_path, tiny_prior, monkeypa
         assert metrics[option[2:]] == str(tmp_path / path) and metrics["consistency"] > 0
     np.save(tmp_path / "cube.npy", np.ones((2, 16, 64)))
     np.save(tmp_path / "nan.npy", np.full((16, 64), np.nan))
-    for path, expected in (("cube.npy", "must be a 2-D .npy array of real numbers"), ("nan.npy", "NaN")):
+    for path in ("cube.npy", "nan.npy"):
         line = error_line(monkeypatch, capsys, *base, "--operator", "matrix", "--matrix", tmp_path / path,
                           "--out", tmp_path / "x")  # fmt: skip
-        assert line.startswith("error: --matrix") and expected in line
+        assert line.startswith("error: --matrix") and line.endswith(
+            "must be a 2-D array (m, D) of finite numbers"
+        )
     line = error_line(monkeypatch, capsys, *base, "--matrix", tmp_path / "A.npy", "--out", tmp_path / "x")
     assert line == "error: --matrix is for --operator matrix, got --operator inpaint-box"
+    save_image(torch.ones(1, 16, 16), tmp_path / "large.png")
+    save_image(-torch.ones(1, 8, 8), tmp_path / "black.png")
+    for path, expected in (("large.png", "is 16x16; expected exactly 8x8 (it is not resized)"),
+                           ("black.png", "has no measured (white) frequencies")):  # fmt: skip
+        line = error_line(monkeypatch, capsys, *base, "--operator", "mri-mask", "--mask", tmp_path / path,
+                          "--out", tmp_path / "x")  # fmt: skip
+        assert line.startswith("error: --mask") and expected in line
 
 
 # ------------------------------------------------------------------------------------------ bench

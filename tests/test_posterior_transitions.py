@@ -598,5 +598,7 @@ def test_solve_in_batches_gives_the_samples_of_one_batch(method: str) -> None:
 
     whole = run(None)
     assert whole.shape == (3, 2, 1, 8, 8)
+    with pytest.raises(PosteriaError, match="y must hold at least one measurement, got a batch of 0"):
+        solve(den, op, y[:0], method, 4, n=2, **options)
     for batch_size in (1, 2):
         torch.testing.assert_close(run(batch_size), whole, rtol=0, atol=1e-10)
