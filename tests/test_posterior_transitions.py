@@ -567,18 +567,21 @@ def test_bad_options(method: str, options: dict) -> None:
 
 
 def test_methods_list_the_registry_operators_each_serves_at_any_image_size():
-    from posteria.operators.registry import OPERATORS, USER_KERNEL, USER_MASK
+    from posteria.operators.registry import OPERATORS, USER_KERNEL, USER_MASK, USER_OPERATORS
     from posteria.posterior import methods
 
     listed = {m["name"]: m["operators"] for m in methods()}
-    for name in [*OPERATORS, USER_MASK, USER_KERNEL]:
-        mask = torch.ones(8, 8, dtype=torch.bool) if name == USER_MASK else None
-        kernel = torch.tensor([[0.5, 0.5]]) if name == USER_KERNEL else None
-        serving = supported(get_operator(name, (1, 8, 8), mask=mask, kernel=kernel))
+    arrays = {"mask": torch.ones(8, 8, dtype=torch.bool), "kernel": torch.tensor([[0.5, 0.5]]),
+              "matrix": torch.eye(3, 64)}  # fmt: skip
+    for name in [*OPERATORS, *USER_OPERATORS]:
+        key = USER_OPERATORS[name][0] if name in USER_OPERATORS else None
+        user = {} if key is None else {key: arrays[key]}
+        serving = supported(get_operator(name, (1, 8, 8), **user))
         assert {m for m, ops in listed.items() if name in ops} == set(serving), name
     assert listed["repaint"] == ["inpaint-box", "inpaint-random", "inpaint-half", USER_MASK]
     assert "phase" in listed["dps"] and "phase" not in listed["ddrm"] and "mri4" not in listed["nuclear-norm"]
     assert USER_KERNEL in listed["ddrm"] and USER_KERNEL not in listed["repaint"]
+    assert "matrix" in listed["ddrm"] and "mri-mask" in listed["mmps"] and "mri-mask" not in listed["repaint"]
 
 
 @pytest.mark.parametrize("method", sorted(METHODS))
