@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 import torch
+from tqdm.auto import tqdm
 
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_choice, check_count
@@ -293,7 +294,8 @@ def solve_in_batches(
     size = y.shape[0] if batch_size is None else check_count("batch_size", batch_size)
     base, event = draw_base_seed(generator), operator.event_shape
     samples, runners, seconds = [], [], 0.0
-    for start in range(0, y.shape[0], size):
+    starts = range(0, y.shape[0], size)
+    for start in tqdm(starts, disable=not progress or len(starts) == 1, desc="batches", unit="batch"):
         part = y[start : start + size]
         runners.append(prepare(denoiser, operator, part, method, steps, n, **options))
         noise = PerSampleNoise(base, part.shape[0] * n, offset=start * n)
