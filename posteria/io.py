@@ -223,6 +223,22 @@ def read_image(
     return _pil_to_tensor(img)
 
 
+def read_array(path: str | os.PathLike[str], option: str, kinds: str, expected: str) -> np.ndarray:
+    """The one array of a ``.npy`` file whose dtype kind is in ``kinds`` (NumPy's letters: ``"b"`` bool,
+    ``"i"``/``"u"`` integers, ``"f"`` floats, ``"c"`` complex). One line naming ``option`` for a file that
+    is unreadable, a pickle (never loaded), an ``.npz`` archive, or of another kind (``expected`` says
+    what was wanted)."""
+    try:
+        array = np.load(Path(path), allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise PosteriaError(f"{option} {str(path)!r} is not a readable .npy array ({err})") from err
+    if not isinstance(array, np.ndarray):
+        raise PosteriaError(f"{option} {str(path)!r} is an .npz archive; expected one .npy array")
+    if array.dtype.kind not in kinds:
+        raise PosteriaError(f"{option} {str(path)!r} holds {array.dtype} values; expected {expected}")
+    return array
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Writing
 

@@ -28,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 
 from posteria.errors import PosteriaError
-from posteria.io import atomic_write_bytes, read_image
+from posteria.io import atomic_write_bytes, read_array, read_image
 from posteria.operators.base import Operator
 
 #: Suffixes read as arrays; any other is read as a picture.
@@ -58,27 +58,21 @@ def _read_safetensors(path: Path, operator: Operator) -> torch.Tensor:
     return next(iter(tensors.values()))
 
 
+#: What a measurement holds: floats in model space, never integers (counts or 8-bit values read as such
+#: would be restored as nonsense).
+FLOATS = "floats in model space (pixels in [-1, 1])"
+
+
 def _read_npy(path: Path) -> torch.Tensor:
-    """A ``.npy`` array of floats or complex numbers as float32 or complex64, in native byte order;
-    pickles (object arrays) and ``.npz`` archives are refused."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise PosteriaError(f"--measurement {str(path)!r} is not a readable .npy array ({err})") from err
-    if not isinstance(array, np.ndarray):
-        raise PosteriaError(f"--measurement {str(path)!r} is an .npz archive; expected one .npy array")
-    _check_values(path, str(array.dtype), array.dtype.kind in "fc")
+    """A ``.npy`` array of floats or complex numbers as float32 or complex64, in native byte order."""
+    array = read_array(path, "--measurement", "fc", FLOATS)
     return torch.from_numpy(array.astype(np.complex64 if array.dtype.kind == "c" else np.float32))
 
 
 def _check_values(path: Path, dtype: str, floating: bool) -> None:
-    """Refuse integers and booleans: a measurement is in model space (pixels in [-1, 1]), and counts or
-    8-bit values read as such would be restored as nonsense."""
+    """Refuse a tensor of integers or booleans (see :data:`FLOATS`)."""
     if not floating:
-        raise PosteriaError(
-            f"--measurement {str(path)!r} holds {dtype} values; expected floats in model space "
-            "(pixels in [-1, 1])"
-        )
+        raise PosteriaError(f"--measurement {str(path)!r} holds {dtype} values; expected {FLOATS}")
 
 
 def _read_picture(path: Path, operator: Operator) -> torch.Tensor:

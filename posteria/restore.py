@@ -15,7 +15,7 @@ import torch
 
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_count
-from posteria.io import read_image, save_grid
+from posteria.io import read_array, read_image, save_grid
 from posteria.measurements import save_tensors
 from posteria.metrics.image import consistency, psnr, ssim
 from posteria.operators.base import Operator
@@ -193,25 +193,13 @@ def input_mask(path: Path, event_shape: tuple[int, ...], frequencies: bool = Fal
     return kept
 
 
-def _read_real_npy(path: Path, option: str) -> torch.Tensor:
-    """A ``.npy`` array of real numbers (booleans, integers or floats) as float64; one line naming
-    ``option`` for anything else (pickles, ``.npz`` archives, complex numbers)."""
-    try:
-        array = np.load(Path(path), allow_pickle=False)
-    except (ValueError, OSError) as err:
-        raise PosteriaError(f"{option} {str(path)!r} is not a readable .npy array ({err})") from err
-    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
-        raise PosteriaError(f"{option} {str(path)!r} must be one .npy array of real numbers")
-    return torch.from_numpy(array.astype(np.float64))
-
-
 def input_kernel(path: Path) -> torch.Tensor:
     """The user's blur kernel (kh, kw), float64, scaled to sum 1 so that the blur keeps brightness: a
     2-D ``.npy`` array of non-negative weights, or a picture whose grey level is the weight (black 0,
     white 1). One line naming ``--kernel`` otherwise."""
     path = Path(path)
     if path.suffix.lower() == ".npy":
-        weights = _read_real_npy(path, "--kernel")
+        weights = torch.from_numpy(read_array(path, "--kernel", "biuf", "real numbers").astype(np.float64))
     else:
         try:
             weights = (read_image(path, channels=1)[0].double() + 1) / 2
@@ -228,7 +216,7 @@ def input_kernel(path: Path) -> torch.Tensor:
 def input_matrix(path: Path) -> torch.Tensor:
     """The user's measurement matrix (m, D) from a 2-D ``.npy`` array of finite real numbers, float64 (the
     operator's SVD is computed once from it); one line naming ``--matrix`` otherwise."""
-    matrix = _read_real_npy(path, "--matrix")
+    matrix = torch.from_numpy(read_array(path, "--matrix", "biuf", "real numbers").astype(np.float64))
     if matrix.dim() != 2 or not bool(torch.isfinite(matrix).all()):
         raise PosteriaError(f"--matrix {str(path)!r} must be a 2-D array (m, D) of finite numbers")
     return matrix

@@ -505,8 +505,8 @@ def test_solve_deblurs_with_a_users_kernel(tmp_path, tiny_prior, monkeypatch, ca
     bad = {
         "negative.npy": "must be a 2-D array of finite weights >= 0",
         "zero.npy": "must have a finite, positive sum",
-        "complex.npy": "must be one .npy array of real numbers",
-        "archive.npy": "must be one .npy array of real numbers",
+        "complex.npy": "holds complex128 values; expected real numbers",
+        "archive.npy": "is an .npz archive; expected one .npy array",
         "big.npy": "kernel must be 2-D and fit in the image (1, 8, 8), got (9, 9)",
         "nope.png": "--kernel: image file",
     }
