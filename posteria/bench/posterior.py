@@ -12,7 +12,6 @@ Monte-Carlo floor: the same scores of exact samples against exact samples.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from tqdm.auto import tqdm
 from posteria.lab import GaussianMixturePrior, monte_carlo_floor, summary
 from posteria.noise import VPLinear
 from posteria.operators import MatrixOperator
-from posteria.posterior import METHODS, prepare, run_prepared, supported
+from posteria.posterior import METHODS, supported
+from posteria.posterior.base import solve_in_batches
 from posteria.report.figures import plt, save_figure
 
 
@@ -93,12 +93,10 @@ def score(problem: Problem, x: torch.Tensor, spec: PosteriorBench, floor: dict) 
 def score_run(problem: Problem, name: str, steps: int, spec: PosteriorBench, floor: dict) -> dict:
     """Sample ``n`` per measurement with ``name`` at ``steps`` on the exact prior denoiser; score it."""
     denoiser = problem.prior.denoiser(VPLinear())
-    sampler = prepare(denoiser, problem.operator, problem.y, name, steps, spec.n)
-    start = time.perf_counter()
-    x = run_prepared(sampler, spec.batch, spec.n, (problem.D,), torch.Generator().manual_seed(spec.seed))
-    seconds = time.perf_counter() - start
-    scores = score(problem, x, spec, floor)
-    return {**problem.setting(), "method": name, "nfe": sampler.nfe, **scores, "seconds": seconds}
+    generator = torch.Generator().manual_seed(spec.seed)
+    run = solve_in_batches(denoiser, problem.operator, problem.y, name, steps, spec.n, generator)
+    scores = score(problem, run.samples, spec, floor)
+    return {**problem.setting(), "method": name, "nfe": run.runners[0].nfe, **scores, "seconds": run.seconds}
 
 
 def exact_row(problem: Problem, spec: PosteriorBench) -> tuple[dict, dict]:

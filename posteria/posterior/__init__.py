@@ -7,7 +7,6 @@ from posteria.posterior.base import (
     methods,
     prepare,
     register,
-    run_prepared,
     solve,
     supported,
 )
@@ -19,7 +18,6 @@ __all__ = [
     "methods",
     "prepare",
     "register",
-    "run_prepared",
     "solve",
     "supported",
 ]

@@ -304,17 +304,3 @@ def solve_in_batches(
         seconds += time.perf_counter() - began
         samples.append(x.reshape(part.shape[0], n, *event))
     return BatchedRun(torch.cat(samples), runners, seconds)
-
-
-def run_prepared(
-    sampler: Runner,
-    batch: int,
-    n: int,
-    event_shape: tuple[int, ...],
-    generator: torch.Generator | None = None,
-    progress: bool = False,
-) -> torch.Tensor:
-    """Run a sampler from :func:`prepare` for ``batch`` measurements: (batch, n, *event_shape)."""
-    noise = PerSampleNoise.from_generator(generator, batch * n)
-    x = sampler((batch * n, *event_shape), noise=noise, progress=progress)
-    return x.reshape(batch, n, *event_shape)
