@@ -197,9 +197,8 @@ def solve(
     metrics |= {key: str(path) for key, path in files.items() if path is not None}
     truth, y, source = _truth_and_measurement(den, op, test_digits, input_image, measurement, seed)
     metrics |= source
-    check_options(
-        check_method(method, op), options
-    )  # before restore(), whose own arguments they could shadow
+    # Checked before restore(), whose own arguments (seed, batch_size, ...) an option could shadow.
+    check_options(check_method(method, op), options)
     per_batch = max(1, check_count("batch_size", batch_size) // check_count("samples", samples))
     result = restore(den, op, y, method, steps, samples, seed, truth, True, per_batch, **options)
     metrics |= result.metrics(op)
@@ -215,13 +214,13 @@ def _solve_operator(
     """The operator ``solve`` measures with: a registry name, or one built from the user's ``--mask``,
     ``--kernel`` or ``--matrix`` file (``files``, keyed by option), each for its operators only."""
     import posteria as pa
-    from posteria.operators.registry import USER_KSPACE, USER_OPERATORS
+    from posteria.operators.registry import USER_KSPACE, operators_taking
     from posteria.restore import input_kernel, input_mask, input_matrix
 
-    for key, path in files.items():
-        owners = [n for n, (k, _, _) in USER_OPERATORS.items() if k == key]
-        if path is not None and name not in owners:
-            raise PosteriaError(f"--{key} is for --operator {' or '.join(owners)}, got --operator {name}")
+    for key, path in files.items():  # before reading a file that this operator would not take
+        if path is not None and name not in operators_taking(key):
+            owners = " or ".join(operators_taking(key))
+            raise PosteriaError(f"--{key} is for --operator {owners}, got --operator {name}")
     frequencies = name == USER_KSPACE
     readers = {"mask": lambda p: input_mask(p, prior.event_shape, frequencies), "kernel": input_kernel,
                "matrix": input_matrix}  # fmt: skip

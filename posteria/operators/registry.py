@@ -69,12 +69,16 @@ USER_OPERATORS: dict[str, tuple[str, str, Callable[[torch.Tensor, Shape, float],
 }
 
 
+def operators_taking(keyword: str) -> list[str]:
+    """The user operators built from the array ``keyword`` (``"mask"``, ``"kernel"``, ``"matrix"``)."""
+    return [name for name, (key, _, _) in USER_OPERATORS.items() if key == keyword]
+
+
 def _check_arrays(name: str, arrays: dict[str, torch.Tensor | None]) -> None:
     """One line if an array was given that operator ``name`` does not take."""
-    keyword = USER_OPERATORS[name][0] if name in USER_OPERATORS else None
     for key, array in arrays.items():
-        if array is not None and key != keyword:
-            owners = " or ".join(repr(n) for n, (k, _, _) in USER_OPERATORS.items() if k == key)
+        if array is not None and name not in operators_taking(key):
+            owners = " or ".join(map(repr, operators_taking(key)))
             raise PosteriaError(f"a {key} is for operator {owners} only, got operator {name!r}")
 
 

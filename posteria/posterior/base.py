@@ -152,9 +152,9 @@ def check_method(name: str, operator: Operator) -> Method:
 
 @functools.cache
 def registry_capabilities() -> dict[str, frozenset[str]]:
-    """The capabilities of each operator of the registry, the user's mask and kernel included, on a
-    (1, 28, 28) image with Gaussian noise (they depend on the operator's kind and noise model, not on the
-    image's size)."""
+    """The capabilities of each operator of the registry, the user operators included (built from
+    stand-in arrays), on a (1, 28, 28) image with Gaussian noise (they depend on the operator's kind and
+    noise model, not on the image's size or the arrays)."""
     from posteria.operators.registry import OPERATORS, USER_OPERATORS, get_operator
 
     shape = (1, 28, 28)
