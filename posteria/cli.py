@@ -483,7 +483,13 @@ def bench_restore(
     out: Annotated[
         Path, typer.Option(parser=_folder, help="Folder for restore.json, restore.md and PNG figures.")
     ] = Path("out/bench"),
-    prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
+    prior: Annotated[
+        str,
+        typer.Option(
+            help="Shipped prior name, prior folder, or an exact prior (mnist-mixture: its own draws are "
+            "restored and scored against its exact posterior)."
+        ),
+    ] = "mnist",
     tasks: Annotated[str | None, typer.Option(help="Comma-separated operators (default: the six).")] = None,
     methods: Annotated[str | None, typer.Option(help="Comma-separated methods (default: all).")] = None,
     digits: Annotated[int, typer.Option(help="Held-out test digits per task.")] = 16,

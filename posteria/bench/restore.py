@@ -23,7 +23,10 @@ from posteria.bench.timing import NetworkClock, NetworkCost
 from posteria.data import load_dataset
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError
+from posteria.lab.fit import EXACT_PRIORS
+from posteria.lab.priors import GaussianMixturePrior
 from posteria.metrics.image import consistency, psnr, ssim
+from posteria.noise import VPLinear
 from posteria.operators import get_operator
 from posteria.operators.base import Operator
 from posteria.operators.noise_models import PoissonNoise
@@ -35,6 +38,9 @@ from posteria.restore import measure, restore
 
 #: The benchmark tasks of issue 3, as operator registry names.
 TASKS = ("inpaint-box", "inpaint-random", "sr4", "blur-gauss", "cs25", "mri4")
+
+#: Exact posterior draws per measurement behind the ``exact posterior`` row and every ``psnr_gap``.
+EXACT_DRAWS = 16
 
 #: Methods whose samples per measurement are SMC particles: they run with ``particles``, not ``n``.
 PARTICLE_METHODS = ("tds", "tds-mmps")
@@ -152,27 +158,65 @@ def our_runs(operator: Operator, spec: RestoreBench) -> list[Run]:
     return runs + [run(name, variant) for name, variant in spec.variants if name in names]
 
 
-def run_task(task: str, prior: Denoiser, x: torch.Tensor, spec: RestoreBench) -> tuple[list, dict]:
-    """Rows of one task and the first sample of every run (for the figure).
+def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dict]:
+    """Rows of one task and the first sample of every run (for the figure); on an exact prior, the exact
+    posterior's rows first and every run's ``psnr_gap`` to it (:func:`exact_rows`).
 
     ``overhead`` divides a run's time by its network calls' cost at the speed the machine had during the
     run: the bare network, timed right before the run at its batch, scaled by the run's own seconds
     inside the network (:class:`NetworkClock`) over what those calls cost the bare network."""
     noise = None if spec.poisson is None else PoissonNoise(spec.poisson)
     g = torch.Generator().manual_seed(spec.seed)
+    x, prior = problem.truth, problem.denoiser
     operator = get_operator(task, tuple(x.shape[1:]), spec.sigma_y, g, noise=noise)
     y = measure(operator, x, spec.seed)
-    rows, shown = [], {}
+    rows, shown, reference = [], {}, None
+    if problem.exact is not None:
+        rows, shown, reference = exact_rows(task, problem, operator, y, spec)
     for run in tqdm(our_runs(operator, spec), desc=task, leave=False):
         bare = NetworkCost.measure(prior, x.shape[0] * run.n)
-        with NetworkClock(prior.backbone) as clock:
+        with NetworkClock(problem.network) as clock:
             res = restore(prior, operator, y, run.method, run.steps, run.n, spec.seed, **run.options(spec))
         row = {"task": task, **score(run.label, "posteria", operator, y, x, res.samples)}
+        row |= {} if reference is None else psnr_gap(res.samples, x, reference)
         rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, bare.during(clock)))
         shown[run.label] = res.samples[:, 0]
-    if spec.peers and spec.poisson is None and azula_version() is not None:
+    if spec.peers and spec.poisson is None and problem.exact is None and azula_version() is not None:
         rows += peer_rows(task, prior, operator, y, x, spec, rows)
     return rows, shown
+
+
+def exact_rows(
+    task: str, problem: Problem, operator: Operator, y: torch.Tensor, spec: RestoreBench
+) -> tuple[list[dict], dict[str, torch.Tensor], torch.Tensor]:
+    """The exact posterior's rows: ``exact posterior`` (:data:`EXACT_DRAWS` draws per measurement, the
+    PSNR a correct sampler scores on average) and ``exact mean`` (the MMSE estimate, which no single
+    sample beats on average); its first draws for the figure; and per measurement the mean PSNR of the
+    exact draws (B,), the reference of every run's :func:`psnr_gap`."""
+    posterior = problem.exact.posterior(operator, y)
+    draws = posterior.sample(EXACT_DRAWS, torch.Generator().manual_seed(spec.seed + 1))
+    mean = posterior.mean.reshape(problem.truth.shape)[:, None]
+    rows = [
+        {"task": task, **score(label, "exact", operator, y, problem.truth, samples), "nfe": 0}
+        for label, samples in (("exact posterior", draws), ("exact mean", mean))
+    ]
+    return rows, {"exact posterior": draws[:, 0]}, sample_psnr(draws, problem.truth).mean(1)
+
+
+def sample_psnr(samples: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """PSNR of each of samples (B, n, *event) against its truth (B, *event): (B, n)."""
+    n = samples.shape[1]
+    return psnr(samples.flatten(0, 1), truth.repeat_interleave(n, dim=0)).reshape(-1, n)
+
+
+def psnr_gap(samples: torch.Tensor, truth: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """``psnr_gap``: the mean over measurements of a run's sample PSNR less the exact posterior's
+    (``reference``, (B,)), and ``psnr_gap_se`` its standard error. Paired per measurement, so the
+    digits' spread cancels: a correct sampler's gap is 0 within about two standard errors; a positive gap
+    is a sampler that sits closer to the posterior mean than exact draws do (too little spread)."""
+    gap = sample_psnr(samples, truth).mean(1) - reference
+    se = float(gap.std() / gap.numel() ** 0.5) if gap.numel() > 1 else float("nan")
+    return {"psnr_gap": float(gap.mean()), "psnr_gap_se": se}
 
 
 def peer_rows(
@@ -245,14 +289,41 @@ def timed_pair(
     return mine(), first
 
 
+@dataclass(frozen=True)
+class Problem:
+    """What the bench restores: ``truth`` (B, *event) with ``denoiser``, and ``exact``, the exact prior
+    the truths are drawn from (:data:`~posteria.lab.fit.EXACT_PRIORS`), or None for a trained prior,
+    whose truths are held-out test digits."""
+
+    denoiser: Denoiser
+    truth: torch.Tensor
+    exact: GaussianMixturePrior | None = None
+
+    @classmethod
+    def load(cls, spec: RestoreBench) -> Problem:
+        """A trained prior and the first ``spec.digits`` test digits of its data, or ``spec.digits`` draws
+        of a named exact prior (seed ``spec.seed``) and its exact denoiser (float64, on the shipped
+        prior's VP schedule, so every sampler takes the same time grid as on the network)."""
+        if spec.prior in EXACT_PRIORS:
+            exact = EXACT_PRIORS[spec.prior]()
+            truth = exact.sample(spec.digits, torch.Generator().manual_seed(spec.seed))
+            return cls(exact.denoiser(VPLinear()), truth, exact)
+        prior = load_prior(spec.prior)
+        return cls(prior, load_dataset(prior.card["data"], "test")[0][: spec.digits])
+
+    @property
+    def network(self) -> torch.nn.Module:
+        """What :class:`NetworkClock` times: a trained prior's backbone, or the exact denoiser itself."""
+        return getattr(self.denoiser, "backbone", self.denoiser)
+
+
 def run_restore(spec: RestoreBench, progress: bool = True) -> tuple[list[dict], dict[str, dict]]:
     """All rows, and per task the images to show: the truth and the first sample of every run."""
-    prior = load_prior(spec.prior)
-    x = load_dataset(prior.card["data"], "test")[0][: spec.digits]
+    problem = Problem.load(spec)
     rows, shown = [], {}
     for task in tqdm(spec.tasks, desc="tasks", disable=not progress):
-        task_rows, shown[task] = run_task(task, prior, x, spec)
-        shown[task] = {"truth": x, **shown[task]}
+        task_rows, shown[task] = run_task(task, problem, spec)
+        shown[task] = {"truth": problem.truth, **shown[task]}
         rows += task_rows
     return rows, shown
 
@@ -260,7 +331,8 @@ def run_restore(spec: RestoreBench, progress: bool = True) -> tuple[list[dict], 
 def targets(rows: list[dict], budget: int = 100) -> list[dict]:
     """Per task: DPS at its largest NFE against the best of MMPS and DDRM at <= ``budget`` NFE, in the PSNR
     of single samples and in that of the mean of the n samples per measurement (the posterior-mean
-    estimate, which does not reward a sampler for collapsing its spread)."""
+    estimate, which does not reward a sampler for collapsing its spread); on an exact prior also
+    ``exact_psnr``, what exact posterior draws score."""
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
         ours = [r for r in rows if r["task"] == task and r["library"] == "posteria"]
@@ -271,20 +343,27 @@ def targets(rows: list[dict], budget: int = 100) -> list[dict]:
             continue
         best = max(fast, key=lambda r: r["psnr"])
         mean = max(fast, key=lambda r: r["psnr_mean"])
+        exact = [r["psnr"] for r in rows if r["task"] == task and r["method"] == "exact posterior"]
         out.append({"task": task, "dps": dps["method"], "dps_psnr": dps["psnr"], "best": best["method"],
                     "best_psnr": best["psnr"], "met": best["psnr"] > dps["psnr"],
                     "dps_psnr_mean": dps["psnr_mean"], "best_mean": mean["method"],
                     "best_psnr_mean": mean["psnr_mean"],
-                    "met_mean": mean["psnr_mean"] > dps["psnr_mean"]})  # fmt: skip
+                    "met_mean": mean["psnr_mean"] > dps["psnr_mean"]}
+                   | ({"exact_psnr": exact[0]} if exact else {}))  # fmt: skip
     return out
 
 
 def plot_psnr(rows: list[dict], path: Path) -> Path:
-    """PSNR against NFE per task (log NFE; classical baselines at NFE 1), azula as open markers."""
+    """PSNR against NFE per task (log NFE; classical baselines at NFE 1), azula as open markers, the exact
+    posterior's draws and mean (on an exact prior) as dashed and dotted lines."""
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
-        for r in (r for r in rows if r["task"] == task and r.get("psnr") is not None):
+        mine = [r for r in rows if r["task"] == task and r.get("psnr") is not None]
+        for r in (r for r in mine if r["library"] == "exact"):
+            ax.axhline(r["psnr"], color="0.5", ls="--" if r["method"] == "exact posterior" else ":", lw=0.8)
+            ax.annotate(r["method"], (1, r["psnr"]), fontsize=6, color="0.4")
+        for r in (r for r in mine if r["library"] != "exact"):
             ours, point = r["library"] == "posteria", (max(r["nfe"], 1), r["psnr"])
             style = {"color": "C0"} if ours else {"facecolors": "none", "edgecolors": "C3", "marker": "s"}
             ax.scatter(*point, **style)
@@ -311,6 +390,7 @@ def report(rows: list[dict], spec: RestoreBench) -> tuple[str, str]:
     goals = targets(rows)
     peers = f"azula {azula_version()}" if azula_version() else "azula not installed"
     peers = "azula not run (Poisson noise)" if spec.poisson is not None else peers
+    peers = "azula not run (exact prior)" if spec.prior in EXACT_PRIORS else peers
     hidden = ("tasks", "methods", "variants")
     settings = ", ".join(f"{k}={v}" for k, v in asdict(spec).items() if k not in hidden)
     variants = "; ".join(Run(name, spec.steps, spec.n, tuple(o.items())).label for name, o in spec.variants)

@@ -23,14 +23,22 @@ from posteria.tensors import flat
 MAX_DIM = 4096
 
 
-def operator_matrix(operator: LinearOperator, chunk: int = 256) -> torch.Tensor:
-    """The dense (m, D) float64 matrix of a real linear operator, built column by column.
+def real_measurement(y: torch.Tensor) -> torch.Tensor:
+    """Measurements (B, *measurement_shape) as real rows (B, m), float64: a complex entry (k-space) is
+    the pair (real part, imaginary part), each of which carries its own noise of size ``sigma_y``
+    (:mod:`posteria.operators.noise_models`), so a complex operator is a real one with twice the rows."""
+    return flat(torch.view_as_real(y) if y.is_complex() else y).to(torch.float64)
 
-    Column ``j`` is ``A e_j`` (flattened), with the columns taken in chunks of ``chunk`` basis vectors so
-    that memory stays O(chunk (m + D)). Complex measurements are not supported (their matrix is complex).
+
+def operator_matrix(operator: LinearOperator, chunk: int = 256) -> torch.Tensor:
+    """The dense (m, D) float64 matrix of a linear operator, built column by column.
+
+    Column ``j`` is ``A e_j`` as a real row vector (:func:`real_measurement`: complex measurements count
+    as real pairs, so MRI's matrix has two real rows per measured frequency), with the columns taken in
+    chunks of ``chunk`` basis vectors so that memory stays O(chunk (m + D)).
     """
-    if not operator.linear or operator.complex_measurement:
-        raise PosteriaError(f"operator {operator.name!r} must be linear with real measurements")
+    if not operator.linear:
+        raise PosteriaError(f"operator {operator.name!r} must be linear")
     D = operator.signal_dim
     if D > MAX_DIM:
         raise PosteriaError(f"the dense posterior needs D <= {MAX_DIM}, got D = {D}")
@@ -38,7 +46,7 @@ def operator_matrix(operator: LinearOperator, chunk: int = 256) -> torch.Tensor:
     with torch.no_grad():
         for start in range(0, D, chunk):
             basis = torch.eye(D, dtype=torch.float64)[start : start + chunk]
-            columns.append(flat(operator(basis.reshape(-1, *operator.event_shape)).to(torch.float64)))
+            columns.append(real_measurement(operator(basis.reshape(-1, *operator.event_shape))))
     return torch.cat(columns).T
 
 
@@ -122,7 +130,7 @@ def gaussian_posterior(
     Args:
         mean: the prior mean, (D,) or the event shape.
         cov: the prior covariance, (D, D).
-        operator: a real linear operator with Gaussian noise.
+        operator: a linear operator with Gaussian noise (complex measurements as real pairs).
         y: measurements, (B, *operator.measurement_shape).
 
     Returns:
@@ -133,7 +141,7 @@ def gaussian_posterior(
     mu, Sigma = mean.reshape(-1).to(torch.float64), cov.to(torch.float64)
     if Sigma.shape != (A.shape[1], A.shape[1]) or mu.shape != (A.shape[1],):
         raise PosteriaError(f"mean and cov must be ({A.shape[1]},) and {(A.shape[1],) * 2}")
-    update = kalman_update(mu, Sigma, A, operator.sigma_y, flat(y).to(torch.float64))
+    update = kalman_update(mu, Sigma, A, operator.sigma_y, real_measurement(y))
     return GaussianPosterior(update.mean, update.cov, operator.event_shape)
 
 

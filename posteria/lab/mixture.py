@@ -28,9 +28,9 @@ from posteria.lab.gaussian import (
     normal_cdf,
     operator_matrix,
     psd_factor,
+    real_measurement,
 )
 from posteria.operators.base import LinearOperator
-from posteria.tensors import flat
 
 
 class ExactPosterior(Protocol):
@@ -180,7 +180,7 @@ def gaussian_mixture_posterior(
 
     Args:
         means: (K, D) or (K, *event); covs: (K, D, D) PSD; weights: (K,) positive, normalised here.
-        operator: a real linear operator with Gaussian noise.
+        operator: a linear operator with Gaussian noise (complex measurements as real pairs).
         y: measurements, (B, *operator.measurement_shape).
 
     Returns:
@@ -192,7 +192,7 @@ def gaussian_mixture_posterior(
     mus, Sigmas = means.reshape(K, -1).to(torch.float64), covs.to(torch.float64)
     if mus.shape != (K, D) or Sigmas.shape != (K, D, D) or tuple(weights.shape) != (K,):
         raise PosteriaError(f"means, covs and weights must be ({K}, {D}), ({K}, {D}, {D}) and ({K},)")
-    ys = flat(y).to(torch.float64)
+    ys = real_measurement(y)
     updates = [kalman_update(mus[k], Sigmas[k], A, operator.sigma_y, ys) for k in range(K)]
     log_w = torch.log(weights.to(torch.float64) / weights.sum()) + torch.stack(
         [_log_evidence(u, operator.sigma_y) for u in updates], -1

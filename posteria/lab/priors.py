@@ -4,7 +4,8 @@ Examples 3.3, 7.4 and 7.5).
 Each prior samples itself, builds its exact denoiser ``E[x | x_t]`` (the existing
 :class:`~posteria.denoisers.gaussian.GaussianDenoiser` or
 :class:`~posteria.denoisers.mixture.GaussianMixtureDenoiser`) and its exact posterior given
-``y = A x + w``, ``w ~ N(0, sigma_y^2 I)``, for any real linear operator:
+``y = A x + w``, ``w ~ N(0, sigma_y^2 I)``, for any linear operator (complex measurements count as
+real pairs):
 
 >>> prior = GaussianMixturePrior.subspaces(D=16, K=3, P=2, generator=torch.Generator().manual_seed(0))
 >>> op = MatrixOperator(torch.randn(6, 16, dtype=torch.float64), sigma_y=0.05)
@@ -168,12 +169,10 @@ def _event_shape(event_shape: tuple[int, ...] | None, default: tuple[int, ...], 
 
 
 def _check_operator(operator: object, event_shape: tuple[int, ...]) -> None:
-    """Raise one line unless ``operator`` is linear, real, Gaussian-noised and acts on ``event_shape``."""
+    """Raise one line unless ``operator`` is linear, Gaussian-noised and acts on ``event_shape``."""
     if not isinstance(operator, LinearOperator) or not operator.linear:
         kind = type(operator).__name__
         raise PosteriaError(f"operator must be a linear operator (y = A x + w), got {kind}")
-    if operator.complex_measurement:
-        raise PosteriaError(f"operator must have real measurements; {operator.name!r} measures complex ones")
     if not isinstance(operator.noise, GaussianNoise):
         raise PosteriaError(f"operator must have Gaussian noise, got {operator.noise!r}")
     if tuple(operator.event_shape) != event_shape:
