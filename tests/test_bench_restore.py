@@ -256,3 +256,61 @@ def test_repeats_pair_our_runs_with_azulas_in_alternating_order(tiny_prior, monk
     assert ours["ours_over_theirs"] == theirs["ours_over_theirs"] == 1.5  # median of 0.5, 1.5, 4
     assert ours["ratio_range"] == "0.500-4.000"
     assert (ours["s_per_image"], theirs["s_per_image"]) == (3.0 / 2, 2.0 / 2)  # 2 digits
+
+
+def tiny_mixture():
+    from posteria.data import load_dataset
+    from posteria.lab.fit import fit_class_mixture
+
+    return fit_class_mixture(*load_dataset("digits", "train"), rank=6)
+
+
+def test_an_exact_prior_restores_its_own_draws_against_its_exact_posterior(monkeypatch, tmp_path):
+    """Rows ``exact posterior`` and ``exact mean`` (NFE 0) come first; every run has its paired
+    ``psnr_gap`` to the exact draws, and the targets table their PSNR; azula is not run."""
+    import posteria.bench.restore as bench
+
+    monkeypatch.setitem(bench.EXACT_PRIORS, "tiny-mixture", tiny_mixture)
+    spec = tiny_bench("tiny-mixture", digits=3, methods=("dps", "mmps", "tikhonov"), peers=True)
+    rows, shown = run_restore(spec, progress=False)
+    for task in spec.tasks:
+        mine = [r for r in rows if r["task"] == task]
+        assert [r["method"] for r in mine[:2]] == ["exact posterior", "exact mean"]
+        assert all(r["nfe"] == 0 and r["library"] == "exact" for r in mine[:2])
+        # no single draw beats the MMSE estimate on average: the mean's PSNR is above the draws'
+        assert mine[1]["psnr"] > mine[0]["psnr"]
+        assert {r["library"] for r in mine[2:]} == {"posteria"}
+        assert mine[0]["psnr_gap"] == mine[0]["nll_gap"] == 0  # the reference is the exact draws
+        assert mine[1]["psnr_gap"] > 0 > mine[1]["nll_gap"]
+        assert all(math.isfinite(r["psnr_gap"]) and r["psnr_gap_se"] > 0 for r in mine[2:])
+        assert all(math.isfinite(r["nll_gap"]) and r["nll_gap_se"] > 0 for r in mine[2:])
+        assert shown[task]["exact posterior"].shape == shown[task]["truth"].shape == (3, 1, 8, 8)
+    goals = targets(rows)
+    exact = {r["task"]: r["psnr"] for r in rows if r["method"] == "exact posterior"}
+    assert [g["exact_psnr"] for g in goals] == [exact[g["task"]] for g in goals]
+    assert "azula not run (exact prior)" in report(rows, spec)[1]
+    assert bench.plot_psnr(rows, tmp_path / "psnr.png").stat().st_size > 1000
+
+
+def test_paired_differences_give_their_mean_and_standard_error():
+    from posteria.bench.exact import paired
+
+    assert paired("gap", torch.tensor([1.0, 2.0, 3.0])) == {"gap": 2.0, "gap_se": pytest.approx(1 / 3**0.5)}
+
+
+def test_fresh_exact_draws_have_no_gap_and_the_exact_mean_sits_too_close_to_the_centre():
+    """Other exact draws than the reference's score the same within 4 standard errors on both scales;
+    the posterior mean has the PSNR gap and the NLL gap of a collapsed sampler (+ and -)."""
+    from posteria.bench.exact import ExactReference
+
+    prior = tiny_mixture()
+    truth = prior.sample(24, torch.Generator().manual_seed(0))
+    operator = get_operator("sr2", (1, 8, 8), 0.05, torch.Generator().manual_seed(0))
+    posterior = prior.posterior(operator, operator.measure(truth, torch.Generator().manual_seed(1)))
+    reference = ExactReference.draw(posterior, truth, seed=2)
+    fresh = reference.gaps(posterior.sample(16, torch.Generator().manual_seed(3)), truth)
+    for name in ("psnr_gap", "nll_gap"):
+        assert abs(fresh[name]) < 4 * fresh[f"{name}_se"], fresh
+    collapsed = reference.gaps(posterior.mean.reshape(truth.shape)[:, None], truth)
+    assert collapsed["psnr_gap"] > 4 * collapsed["psnr_gap_se"]
+    assert collapsed["nll_gap"] < -4 * collapsed["nll_gap_se"]

@@ -18,6 +18,7 @@ from statistics import median
 import torch
 from tqdm.auto import tqdm
 
+from posteria.bench.exact import ExactReference
 from posteria.bench.peers import AZULA_METHODS, azula_version, run_azula
 from posteria.bench.timing import NetworkClock, NetworkCost
 from posteria.data import load_dataset
@@ -38,9 +39,6 @@ from posteria.restore import measure, restore
 
 #: The benchmark tasks of issue 3, as operator registry names.
 TASKS = ("inpaint-box", "inpaint-random", "sr4", "blur-gauss", "cs25", "mri4")
-
-#: Exact posterior draws per measurement behind the ``exact posterior`` row and every ``psnr_gap``.
-EXACT_DRAWS = 16
 
 #: Methods whose samples per measurement are SMC particles: they run with ``particles``, not ``n``.
 PARTICLE_METHODS = ("tds", "tds-mmps")
@@ -160,7 +158,7 @@ def our_runs(operator: Operator, spec: RestoreBench) -> list[Run]:
 
 def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dict]:
     """Rows of one task and the first sample of every run (for the figure); on an exact prior, the exact
-    posterior's rows first and every run's ``psnr_gap`` to it (:func:`exact_rows`).
+    posterior's rows first and every run's gaps to it (:func:`exact_rows`).
 
     ``overhead`` divides a run's time by its network calls' cost at the speed the machine had during the
     run: the bare network, timed right before the run at its batch, scaled by the run's own seconds
@@ -172,13 +170,14 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
     y = measure(operator, x, spec.seed)
     rows, shown, reference = [], {}, None
     if problem.exact is not None:
-        rows, shown, reference = exact_rows(task, problem, operator, y, spec)
+        rows, reference = exact_rows(task, problem, operator, y, spec)
+        shown["exact posterior"] = reference.draws[:, 0]
     for run in tqdm(our_runs(operator, spec), desc=task, leave=False):
         bare = NetworkCost.measure(prior, x.shape[0] * run.n)
         with NetworkClock(problem.network) as clock:
             res = restore(prior, operator, y, run.method, run.steps, run.n, spec.seed, **run.options(spec))
         row = {"task": task, **score(run.label, "posteria", operator, y, x, res.samples)}
-        row |= {} if reference is None else psnr_gap(res.samples, x, reference)
+        row |= {} if reference is None else reference.gaps(res.samples, x)
         rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, bare.during(clock)))
         shown[run.label] = res.samples[:, 0]
     if spec.peers and spec.poisson is None and problem.exact is None and azula_version() is not None:
@@ -188,35 +187,18 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
 
 def exact_rows(
     task: str, problem: Problem, operator: Operator, y: torch.Tensor, spec: RestoreBench
-) -> tuple[list[dict], dict[str, torch.Tensor], torch.Tensor]:
-    """The exact posterior's rows: ``exact posterior`` (:data:`EXACT_DRAWS` draws per measurement, the
-    PSNR a correct sampler scores on average) and ``exact mean`` (the MMSE estimate, which no single
-    sample beats on average); its first draws for the figure; and per measurement the mean PSNR of the
-    exact draws (B,), the reference of every run's :func:`psnr_gap`."""
-    posterior = problem.exact.posterior(operator, y)
-    draws = posterior.sample(EXACT_DRAWS, torch.Generator().manual_seed(spec.seed + 1))
-    mean = posterior.mean.reshape(problem.truth.shape)[:, None]
+) -> tuple[list[dict], ExactReference]:
+    """The exact posterior's rows, ``exact posterior`` (its draws: what a correct sampler scores on
+    average, ``psnr_gap`` and ``nll_gap`` 0 by construction) and ``exact mean`` (the MMSE estimate, which
+    no single sample beats on average), and the reference every run's gaps are taken to."""
+    reference = ExactReference.draw(problem.exact.posterior(operator, y), problem.truth, spec.seed + 1)
+    mean = reference.posterior.mean.reshape(problem.truth.shape)[:, None]
     rows = [
         {"task": task, **score(label, "exact", operator, y, problem.truth, samples), "nfe": 0}
-        for label, samples in (("exact posterior", draws), ("exact mean", mean))
+        | reference.gaps(samples, problem.truth)
+        for label, samples in (("exact posterior", reference.draws), ("exact mean", mean))
     ]
-    return rows, {"exact posterior": draws[:, 0]}, sample_psnr(draws, problem.truth).mean(1)
-
-
-def sample_psnr(samples: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """PSNR of each of samples (B, n, *event) against its truth (B, *event): (B, n)."""
-    n = samples.shape[1]
-    return psnr(samples.flatten(0, 1), truth.repeat_interleave(n, dim=0)).reshape(-1, n)
-
-
-def psnr_gap(samples: torch.Tensor, truth: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
-    """``psnr_gap``: the mean over measurements of a run's sample PSNR less the exact posterior's
-    (``reference``, (B,)), and ``psnr_gap_se`` its standard error. Paired per measurement, so the
-    digits' spread cancels: a correct sampler's gap is 0 within about two standard errors; a positive gap
-    is a sampler that sits closer to the posterior mean than exact draws do (too little spread)."""
-    gap = sample_psnr(samples, truth).mean(1) - reference
-    se = float(gap.std() / gap.numel() ** 0.5) if gap.numel() > 1 else float("nan")
-    return {"psnr_gap": float(gap.mean()), "psnr_gap_se": se}
+    return rows, reference
 
 
 def peer_rows(
