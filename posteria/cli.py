@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # the commands import the library lazily, so that `posteria -
     import torch
 
     from posteria.denoisers.base import Denoiser
+    from posteria.lab.priors import GaussianMixturePrior
     from posteria.operators.base import Operator
 
 app = typer.Typer(
@@ -112,7 +113,13 @@ def solve(
             parser=_folder, help="Folder for panels, measurement, samples, mean, std (PNG) and metrics.json."
         ),
     ],
-    prior: Annotated[str, typer.Option(help="Shipped prior name or prior folder.")] = "mnist",
+    prior: Annotated[
+        str,
+        typer.Option(
+            help="Shipped prior name, prior folder, or an exact prior (mnist-mixture: --test-digits are its "
+            "draws, and metrics.json compares the samples with its exact posterior)."
+        ),
+    ] = "mnist",
     operator: Annotated[
         str, typer.Option(help="Measurement operator (see `posteria methods`).")
     ] = "inpaint-box",
@@ -177,13 +184,16 @@ def solve(
     _start(out, seed)
     import posteria as pa
     from posteria.io import staged_folder
+    from posteria.lab.fit import EXACT_PRIORS
+    from posteria.lab.scores import NO_EXACT_POSTERIOR, exact_reference
     from posteria.posterior.base import check_method, check_options
-    from posteria.restore import restore, save_restoration
+    from posteria.restore import restore, save_exact_posterior, save_restoration
     from posteria.train.checkpoint import save_json
 
     noise_level = _noise_level(sigma_y, poisson)
     options = _options(set_)
-    den = pa.load_prior(prior)
+    exact = EXACT_PRIORS[prior]() if prior in EXACT_PRIORS else None
+    den = pa.load_prior(prior) if exact is None else exact.denoiser(pa.noise.VPLinear()).float()
     files = {"mask": mask, "kernel": kernel, "matrix": matrix}
     op = _solve_operator(operator, den, noise_level, files)
     metrics = {
@@ -195,15 +205,24 @@ def solve(
         "options": options,
     }
     metrics |= {key: str(path) for key, path in files.items() if path is not None}
-    truth, y, source = _truth_and_measurement(den, op, test_digits, input_image, measurement, seed)
+    truth, y, source = _truth_and_measurement(den, op, test_digits, input_image, measurement, seed, exact)
     metrics |= source
     # Checked before restore(), whose own arguments (seed, batch_size, ...) an option could shadow.
     check_options(check_method(method, op), options)
     per_batch = max(1, check_count("batch_size", batch_size) // check_count("samples", samples))
     result = restore(den, op, y, method, steps, samples, seed, truth, True, per_batch, **options)
     metrics |= result.metrics(op)
+    reference = None if exact is None else exact_reference(exact, op, y, truth, seed + 1)
+    if exact is not None:
+        metrics |= (
+            {"exact_posterior": NO_EXACT_POSTERIOR}
+            if reference is None
+            else reference.scores(result.samples, truth)
+        )
     with staged_folder(out) as stage:
         save_restoration(result, op, stage)
+        if reference is not None:
+            save_exact_posterior(reference, stage)
         save_json(metrics, stage / "metrics.json")
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 
@@ -242,10 +261,11 @@ def _truth_and_measurement(
     image: Path | None,
     measurement: Path | None,
     seed: int,
+    exact: GaussianMixturePrior | None = None,
 ) -> tuple[torch.Tensor | None, torch.Tensor, dict[str, object]]:
     """What ``solve`` restores: the user's measurement (no truth), the user's image measured, or held-out
-    digits measured. Returns the truth (B, *event) or None, ``y`` (B, *measurement) and the metrics that
-    say which."""
+    digits measured (on an ``exact`` prior: its own draws, seed ``seed``). Returns the truth (B, *event)
+    or None, ``y`` (B, *measurement) and the metrics that say which."""
     from posteria.measurements import read_measurement
     from posteria.restore import held_out_digits, input_truth, measure
 
@@ -256,6 +276,11 @@ def _truth_and_measurement(
         return None, y, {"measurement": str(measurement), "measurements": y.shape[0]}
     if image is not None:
         truth, source = input_truth(image, prior.event_shape)
+    elif exact is not None:
+        import torch
+
+        truth = exact.sample(check_count("test_digits", test_digits), torch.Generator().manual_seed(seed))
+        truth, source = truth.float(), {"prior_draws": test_digits}
     else:
         truth = held_out_digits(prior.card["data"], test_digits)
         source = {"test_digits": truth.shape[0]}

@@ -16,6 +16,7 @@ import torch
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_count
 from posteria.io import read_array, read_image, save_grid
+from posteria.lab.scores import ExactReference
 from posteria.measurements import save_tensors
 from posteria.metrics.image import consistency, psnr, ssim
 from posteria.operators.base import Operator
@@ -241,6 +242,16 @@ def save_restoration(result: Restoration, operator: Operator, out: Path) -> None
     save_grid(result.samples.flatten(0, 1), out / "samples.png", nrow=n, scale=2)
     save_grid(result.mean, out / "mean.png", scale=2)
     save_grid(result.std / result.std.max().clamp_min(1e-8) * 2 - 1, out / "std.png", scale=2)
+
+
+def save_exact_posterior(reference: ExactReference, out: Path) -> None:
+    """OUT/exact_mean.png and OUT/exact_std.png: the exact posterior's mean and pixel-wise standard
+    deviation, drawn as mean.png and std.png are (the deviation stretched by its maximum)."""
+    shape = reference.draws.shape[:1] + reference.draws.shape[2:]
+    posterior = reference.posterior
+    std = torch.diagonal(posterior.covariance(), dim1=-2, dim2=-1).clamp_min(0).sqrt().reshape(shape)
+    save_grid(posterior.mean.reshape(shape), out / "exact_mean.png", scale=2)
+    save_grid(std / std.max().clamp_min(1e-8) * 2 - 1, out / "exact_std.png", scale=2)
 
 
 def panel_rows(result: Restoration, operator: Operator) -> tuple[dict[str, torch.Tensor], list[str]]:

@@ -293,7 +293,7 @@ def test_an_exact_prior_restores_its_own_draws_against_its_exact_posterior(monke
 
 
 def test_paired_differences_give_their_mean_and_standard_error():
-    from posteria.bench.exact import paired
+    from posteria.lab.scores import paired
 
     assert paired("gap", torch.tensor([1.0, 2.0, 3.0])) == {"gap": 2.0, "gap_se": pytest.approx(1 / 3**0.5)}
 
@@ -301,7 +301,7 @@ def test_paired_differences_give_their_mean_and_standard_error():
 def test_fresh_exact_draws_have_no_gap_and_the_exact_mean_sits_too_close_to_the_centre():
     """Other exact draws than the reference's score the same within 4 standard errors on both scales;
     the posterior mean has the PSNR gap and the NLL gap of a collapsed sampler (+ and -)."""
-    from posteria.bench.exact import ExactReference
+    from posteria.lab.scores import ExactReference
 
     prior = tiny_mixture()
     truth = prior.sample(24, torch.Generator().manual_seed(0))

@@ -266,6 +266,33 @@ def test_solve_writes_panels_and_metrics(tmp_path, tiny_prior):
         assert math.isfinite(metrics[key])
 
 
+def test_solve_on_an_exact_prior_compares_the_samples_with_its_exact_posterior(tmp_path, monkeypatch):
+    """--prior mnist-mixture restores its own draws and adds the exact posterior's scores and pictures;
+    an operator without a posterior density (phase retrieval) runs and says so."""
+    import posteria.lab.fit as fit
+
+    monkeypatch.setitem(fit.EXACT_PRIORS, "mnist-mixture", lambda: fit.mnist_mixture(rank=8))
+
+    def run(operator: str, samples: str) -> dict:
+        out = tmp_path / operator
+        args = ["solve", "--prior", "mnist-mixture", "--operator", operator, "--method", "daps", "--steps",
+                "3", "--test-digits", "2", "--samples", samples, "--out", str(out)]  # fmt: skip
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        return json.loads((out / "metrics.json").read_text())
+
+    metrics = run("mri4", "2")
+    assert metrics["prior_draws"] == 2 and "exact_posterior" not in metrics
+    for key in ("psnr_gap", "psnr_gap_se", "nll_gap", "nll_gap_se", "exact_psnr_sample", "variance_ratio"):
+        assert math.isfinite(metrics[key]), key
+    assert metrics["exact_psnr_mean"] > metrics["exact_psnr_sample"]
+    assert (tmp_path / "mri4" / "exact_mean.png").stat().st_size > 0
+    assert (tmp_path / "mri4" / "exact_std.png").stat().st_size > 0
+    phase = run("phase", "1")
+    assert phase["exact_posterior"].startswith("none") and "nll_gap" not in phase
+    assert not (tmp_path / "phase" / "exact_mean.png").exists()
+
+
 def test_solve_passes_set_options_to_the_method(tmp_path, tiny_prior):
     def run(*extra: str) -> dict:
         out = tmp_path / "-".join(extra or ("default",))

@@ -18,7 +18,6 @@ from statistics import median
 import torch
 from tqdm.auto import tqdm
 
-from posteria.bench.exact import ExactReference
 from posteria.bench.peers import AZULA_METHODS, azula_version, run_azula
 from posteria.bench.timing import NetworkClock, NetworkCost
 from posteria.data import load_dataset
@@ -26,6 +25,7 @@ from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError
 from posteria.lab.fit import EXACT_PRIORS
 from posteria.lab.priors import GaussianMixturePrior
+from posteria.lab.scores import ExactReference
 from posteria.metrics.image import consistency, psnr, ssim
 from posteria.noise import VPLinear
 from posteria.operators import get_operator
