@@ -290,27 +290,3 @@ def test_an_exact_prior_restores_its_own_draws_against_its_exact_posterior(monke
     assert [g["exact_psnr"] for g in goals] == [exact[g["task"]] for g in goals]
     assert "azula not run (exact prior)" in report(rows, spec)[1]
     assert bench.plot_psnr(rows, tmp_path / "psnr.png").stat().st_size > 1000
-
-
-def test_paired_differences_give_their_mean_and_standard_error():
-    from posteria.lab.scores import paired
-
-    assert paired("gap", torch.tensor([1.0, 2.0, 3.0])) == {"gap": 2.0, "gap_se": pytest.approx(1 / 3**0.5)}
-
-
-def test_fresh_exact_draws_have_no_gap_and_the_exact_mean_sits_too_close_to_the_centre():
-    """Other exact draws than the reference's score the same within 4 standard errors on both scales;
-    the posterior mean has the PSNR gap and the NLL gap of a collapsed sampler (+ and -)."""
-    from posteria.lab.scores import ExactReference
-
-    prior = tiny_mixture()
-    truth = prior.sample(24, torch.Generator().manual_seed(0))
-    operator = get_operator("sr2", (1, 8, 8), 0.05, torch.Generator().manual_seed(0))
-    posterior = prior.posterior(operator, operator.measure(truth, torch.Generator().manual_seed(1)))
-    reference = ExactReference.draw(posterior, truth, seed=2)
-    fresh = reference.gaps(posterior.sample(16, torch.Generator().manual_seed(3)), truth)
-    for name in ("psnr_gap", "nll_gap"):
-        assert abs(fresh[name]) < 4 * fresh[f"{name}_se"], fresh
-    collapsed = reference.gaps(posterior.mean.reshape(truth.shape)[:, None], truth)
-    assert collapsed["psnr_gap"] > 4 * collapsed["psnr_gap_se"]
-    assert collapsed["nll_gap"] < -4 * collapsed["nll_gap_se"]
