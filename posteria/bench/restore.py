@@ -174,14 +174,14 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
         shown["exact posterior"] = reference.draws[:, 0]
     for run in tqdm(our_runs(operator, spec), desc=task, leave=False):
         bare = NetworkCost.measure(prior, x.shape[0] * run.n)
-        with NetworkClock(problem.network) as clock:
+        with NetworkClock(network_of(prior)) as clock:
             res = restore(prior, operator, y, run.method, run.steps, run.n, spec.seed, **run.options(spec))
         row = {"task": task, **score(run.label, "posteria", operator, y, x, res.samples)}
         row |= {} if reference is None else reference.gaps(res.samples, x)
         rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, bare.during(clock)))
         shown[run.label] = res.samples[:, 0]
-    if spec.peers and spec.poisson is None and problem.exact is None and azula_version() is not None:
-        rows += peer_rows(task, prior, operator, y, x, spec, rows)
+    if spec.peers and spec.poisson is None and azula_version() is not None:
+        rows += peer_rows(task, prior, operator, y, x, spec, rows, reference)
     return rows, shown
 
 
@@ -203,18 +203,19 @@ def exact_rows(
 
 def peer_rows(
     task: str, prior: Denoiser, operator: Operator, y: torch.Tensor, x: torch.Tensor, spec: RestoreBench,
-    ours: list[dict],
+    ours: list[dict], reference: ExactReference | None = None,
 ) -> list[dict]:  # fmt: skip
     """azula's runs of the methods it shares with us, with ``ours_over_theirs`` wall time: the median of
     the ratios of ``spec.repeats`` pairs of runs (their spread in ``ratio_range``), and each side's
-    median seconds in its row; and the ratio at equal network speed (:func:`equal_speed_ratio`)."""
+    median seconds in its row; and the ratio at equal network speed (:func:`equal_speed_ratio`). On an
+    exact prior, their gaps to its exact posterior (``reference``) as ours."""
     rows = []
     shared = [m for m in AZULA_METHODS if m in supported(operator) and m in (spec.methods or AZULA_METHODS)]
     for name in shared:
         run = Run(name, spec.steps, spec.particles if name in PARTICLE_METHODS else spec.n)
         bare = NetworkCost.measure(prior, x.shape[0] * run.n)
         try:
-            with NetworkClock(prior.backbone) as clock:
+            with NetworkClock(network_of(prior)) as clock:
                 theirs = run_azula(name, prior, operator, y, run.steps, run.n, spec.seed)
         except PosteriaError as e:  # our denoiser refuses NaN input: azula's iterates blew up
             rows.append({"task": task, "method": run.label, "library": "azula", "note": f"failed: {e}"})
@@ -225,6 +226,7 @@ def peer_rows(
             timed_pair(prior, operator, y, run, spec, ours_first=i % 2 == 0) for i in range(1, spec.repeats)
         ]
         row = {"task": task, **score(run.label, "azula", operator, y, x, theirs.samples)}
+        row |= {} if reference is None else reference.gaps(theirs.samples, x)
         row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, bare.during(clock))
         costs = (mine[f"network_{k}_s"] for k in ("forward", "forward_graph", "vjp"))
         mine_cost = NetworkCost(*costs, batch=x.shape[0] * run.n)
@@ -293,10 +295,10 @@ class Problem:
         prior = load_prior(spec.prior)
         return cls(prior, load_dataset(prior.card["data"], "test")[0][: spec.digits])
 
-    @property
-    def network(self) -> torch.nn.Module:
-        """What :class:`NetworkClock` times: a trained prior's backbone, or the exact denoiser itself."""
-        return getattr(self.denoiser, "backbone", self.denoiser)
+
+def network_of(denoiser: Denoiser) -> torch.nn.Module:
+    """What :class:`NetworkClock` times: a trained prior's backbone, or an exact denoiser itself."""
+    return getattr(denoiser, "backbone", denoiser)
 
 
 def run_restore(spec: RestoreBench, progress: bool = True) -> tuple[list[dict], dict[str, dict]]:
@@ -372,7 +374,6 @@ def report(rows: list[dict], spec: RestoreBench) -> tuple[str, str]:
     goals = targets(rows)
     peers = f"azula {azula_version()}" if azula_version() else "azula not installed"
     peers = "azula not run (Poisson noise)" if spec.poisson is not None else peers
-    peers = "azula not run (exact prior)" if spec.prior in EXACT_PRIORS else peers
     hidden = ("tasks", "methods", "variants")
     settings = ", ".join(f"{k}={v}" for k, v in asdict(spec).items() if k not in hidden)
     variants = "; ".join(Run(name, spec.steps, spec.n, tuple(o.items())).label for name, o in spec.variants)
