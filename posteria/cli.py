@@ -18,7 +18,9 @@ if TYPE_CHECKING:  # the commands import the library lazily, so that `posteria -
 
     from posteria.denoisers.base import Denoiser
     from posteria.lab.priors import GaussianMixturePrior
+    from posteria.lab.scores import ExactReference
     from posteria.operators.base import Operator
+    from posteria.restore import Restoration
 
 app = typer.Typer(
     help="posteria: diffusion priors you can train, sample and use to solve inverse problems.\n\n"
@@ -132,7 +134,9 @@ def solve(
         typer.Option(help="Poisson (photon-count) noise instead of Gaussian: the count of a white pixel."),
     ] = None,
     steps: Annotated[int | None, typer.Option(help="Sampler steps (default: the method's).")] = None,
-    test_digits: Annotated[int, typer.Option(help="How many held-out test digits to restore.")] = 8,
+    test_digits: Annotated[
+        int, typer.Option(help="How many held-out test digits (an exact prior's draws) to restore.")
+    ] = 8,
     input_image: Annotated[
         Path | None,
         typer.Option(
@@ -184,8 +188,8 @@ def solve(
     _start(out, seed)
     import posteria as pa
     from posteria.io import staged_folder
-    from posteria.lab.fit import EXACT_PRIORS
-    from posteria.lab.scores import NO_EXACT_POSTERIOR, exact_reference
+    from posteria.lab.fit import EXACT_PRIORS, exact_denoiser
+    from posteria.lab.scores import exact_reference
     from posteria.posterior.base import check_method, check_options
     from posteria.restore import restore, save_exact_posterior, save_restoration
     from posteria.train.checkpoint import save_json
@@ -193,7 +197,7 @@ def solve(
     noise_level = _noise_level(sigma_y, poisson)
     options = _options(set_)
     exact = EXACT_PRIORS[prior]() if prior in EXACT_PRIORS else None
-    den = pa.load_prior(prior) if exact is None else exact.denoiser(pa.noise.VPLinear()).float()
+    den = pa.load_prior(prior) if exact is None else exact_denoiser(exact).float()
     files = {"mask": mask, "kernel": kernel, "matrix": matrix}
     op = _solve_operator(operator, den, noise_level, files)
     metrics = {
@@ -212,19 +216,24 @@ def solve(
     per_batch = max(1, check_count("batch_size", batch_size) // check_count("samples", samples))
     result = restore(den, op, y, method, steps, samples, seed, truth, True, per_batch, **options)
     metrics |= result.metrics(op)
-    reference = None if exact is None else exact_reference(exact, op, y, truth, seed + 1)
-    if exact is not None:
-        metrics |= (
-            {"exact_posterior": NO_EXACT_POSTERIOR}
-            if reference is None
-            else reference.scores(result.samples, truth)
-        )
+    reference = None if exact is None else exact_reference(exact, op, y, truth, seed)
+    metrics |= {} if exact is None else _exact_scores(reference, result)
     with staged_folder(out) as stage:
         save_restoration(result, op, stage)
         if reference is not None:
             save_exact_posterior(reference, stage)
         save_json(metrics, stage / "metrics.json")
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
+
+
+def _exact_scores(reference: ExactReference | None, result: Restoration) -> dict[str, object]:
+    """How ``solve``'s samples compare with an exact prior's posterior (:meth:`ExactReference.scores`), or
+    why there is nothing to compare with."""
+    from posteria.lab.scores import NO_EXACT_POSTERIOR
+
+    if reference is None:
+        return {"exact_posterior": NO_EXACT_POSTERIOR}
+    return reference.scores(result.samples, result.truth)
 
 
 def _solve_operator(
@@ -266,6 +275,7 @@ def _truth_and_measurement(
     """What ``solve`` restores: the user's measurement (no truth), the user's image measured, or held-out
     digits measured (on an ``exact`` prior: its own draws, seed ``seed``). Returns the truth (B, *event)
     or None, ``y`` (B, *measurement) and the metrics that say which."""
+    from posteria.lab.fit import prior_draws
     from posteria.measurements import read_measurement
     from posteria.restore import held_out_digits, input_truth, measure
 
@@ -277,10 +287,8 @@ def _truth_and_measurement(
     if image is not None:
         truth, source = input_truth(image, prior.event_shape)
     elif exact is not None:
-        import torch
-
-        truth = exact.sample(check_count("test_digits", test_digits), torch.Generator().manual_seed(seed))
-        truth, source = truth.float(), {"prior_draws": test_digits}
+        truth = prior_draws(exact, check_count("test_digits", test_digits), seed).float()
+        source = {"prior_draws": test_digits}
     else:
         truth = held_out_digits(prior.card["data"], test_digits)
         source = {"test_digits": truth.shape[0]}
@@ -517,7 +525,7 @@ def bench_restore(
     ] = "mnist",
     tasks: Annotated[str | None, typer.Option(help="Comma-separated operators (default: the six).")] = None,
     methods: Annotated[str | None, typer.Option(help="Comma-separated methods (default: all).")] = None,
-    digits: Annotated[int, typer.Option(help="Held-out test digits per task.")] = 16,
+    digits: Annotated[int, typer.Option(help="Held-out test digits (an exact prior's draws) per task.")] = 16,
     samples: Annotated[int, typer.Option(help="Samples per digit (psnr_mean: PSNR of their mean).")] = 1,
     steps: Annotated[int, typer.Option(help="Steps of the posterior samplers.")] = 100,
     reference_steps: Annotated[int, typer.Option(help="Steps of the reference DPS run.")] = 1000,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import torch
 
 # Odd 63-bit multiplier: seeds of neighbouring samples differ in many bits.
@@ -12,6 +14,14 @@ def draw_base_seed(generator: torch.Generator | None) -> int:
     """The one draw from ``generator`` (torch's global one when None) that seeds a run's per-sample
     streams: a run split into batches draws it once and gives each batch its streams' offset."""
     return int(torch.randint(0, 2**62, (1,), generator=generator))
+
+
+def derived_seed(seed: int, purpose: str) -> int:
+    """A seed of its own for ``purpose`` under a run's ``seed`` (a 62-bit hash of both): streams seeded
+    from it share no numbers with ``Generator(seed)``, with the per-sample streams of ``seed`` (the
+    measurement noise) or with those drawn from ``Generator(seed)`` (a sampler's)."""
+    digest = hashlib.sha256(f"{seed}/{purpose}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 2
 
 
 class PerSampleNoise:

@@ -249,7 +249,7 @@ def save_exact_posterior(reference: ExactReference, out: Path) -> None:
     deviation, drawn as mean.png and std.png are (the deviation stretched by its maximum)."""
     shape = reference.draws.shape[:1] + reference.draws.shape[2:]
     posterior = reference.posterior
-    std = torch.diagonal(posterior.covariance(), dim1=-2, dim2=-1).clamp_min(0).sqrt().reshape(shape)
+    std = posterior.variance().clamp_min(0).sqrt().reshape(shape)
     save_grid(posterior.mean.reshape(shape), out / "exact_mean.png", scale=2)
     save_grid(std / std.max().clamp_min(1e-8) * 2 - 1, out / "exact_std.png", scale=2)
 

@@ -9,8 +9,9 @@ import torch
 from posteria.data import load_dataset
 from posteria.errors import PosteriaError
 from posteria.lab import GaussianPrior
-from posteria.lab.fit import fit_class_mixture, mnist_mixture, ppca
+from posteria.lab.fit import fit_class_mixture, mnist_mixture, ppca, prior_draws
 from posteria.operators import get_operator
+from posteria.random import derived_seed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,6 +44,18 @@ def test_a_class_mixture_has_one_component_per_label_with_its_mean_and_frequency
         assert torch.allclose(prior.means[k], x[labels == c].flatten(1).double().mean(0), atol=1e-9)
         assert float(prior.weights[k]) == pytest.approx(float((labels == c).double().mean()), rel=1e-9)
     assert prior.sample(3, torch.Generator().manual_seed(0)).shape == (3, *x.shape[1:])
+
+
+def test_prior_draws_have_streams_of_their_own():
+    """Draw i is the same whatever the count, and shares no numbers with ``Generator(seed)`` (which seeds
+    the operator) or with the streams of the run's noise and sampler."""
+    x, labels = load_dataset("digits", "train")
+    prior = fit_class_mixture(x, labels, rank=6)
+    three = prior_draws(prior, 3, seed=0)
+    assert torch.equal(prior_draws(prior, 1, seed=0)[0], three[0])
+    assert not torch.equal(three[:1], prior.sample(1, torch.Generator().manual_seed(0)))
+    seeds = {derived_seed(0, "truth"), derived_seed(0, "exact posterior"), derived_seed(1, "truth"), 0, 1}
+    assert len(seeds) == 5 and all(0 <= s < 2**62 for s in seeds)
 
 
 def test_the_mnist_mixture_is_ten_digit_components_of_28_by_28():

@@ -23,11 +23,10 @@ from posteria.bench.timing import NetworkClock, NetworkCost
 from posteria.data import load_dataset
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError
-from posteria.lab.fit import EXACT_PRIORS
+from posteria.lab.fit import EXACT_PRIORS, exact_denoiser, prior_draws
 from posteria.lab.priors import GaussianMixturePrior
-from posteria.lab.scores import ExactReference
+from posteria.lab.scores import ExactReference, exact_reference
 from posteria.metrics.image import consistency, psnr, ssim
-from posteria.noise import VPLinear
 from posteria.operators import get_operator
 from posteria.operators.base import Operator
 from posteria.operators.noise_models import PoissonNoise
@@ -168,9 +167,10 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
     x, prior = problem.truth, problem.denoiser
     operator = get_operator(task, tuple(x.shape[1:]), spec.sigma_y, g, noise=noise)
     y = measure(operator, x, spec.seed)
-    rows, shown, reference = [], {}, None
-    if problem.exact is not None:
-        rows, reference = exact_rows(task, problem, operator, y, spec)
+    rows, shown = [], {}
+    reference = None if problem.exact is None else exact_reference(problem.exact, operator, y, x, spec.seed)
+    if reference is not None:
+        rows = exact_rows(task, reference, operator, y, x)
         shown["exact posterior"] = reference.draws[:, 0]
     for run in tqdm(our_runs(operator, spec), desc=task, leave=False):
         bare = NetworkCost.measure(prior, x.shape[0] * run.n)
@@ -186,19 +186,17 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
 
 
 def exact_rows(
-    task: str, problem: Problem, operator: Operator, y: torch.Tensor, spec: RestoreBench
-) -> tuple[list[dict], ExactReference]:
-    """The exact posterior's rows, ``exact posterior`` (its draws: what a correct sampler scores on
-    average, ``psnr_gap`` and ``nll_gap`` 0 by construction) and ``exact mean`` (the MMSE estimate, which
-    no single sample beats on average), and the reference every run's gaps are taken to."""
-    reference = ExactReference.draw(problem.exact.posterior(operator, y), problem.truth, spec.seed + 1)
-    mean = reference.posterior.mean.reshape(problem.truth.shape)[:, None]
-    rows = [
-        {"task": task, **score(label, "exact", operator, y, problem.truth, samples), "nfe": 0}
-        | reference.gaps(samples, problem.truth)
+    task: str, reference: ExactReference, operator: Operator, y: torch.Tensor, truth: torch.Tensor
+) -> list[dict]:
+    """The exact posterior's rows: ``exact posterior`` (its draws: what a correct sampler scores on
+    average, the gaps' zero) and ``exact mean`` (the MMSE estimate, which no single sample beats on
+    average)."""
+    mean = reference.posterior.mean.reshape(truth.shape)[:, None]
+    return [
+        {"task": task, **score(label, "exact", operator, y, truth, samples), "nfe": 0}
+        | reference.gaps(samples, truth)
         for label, samples in (("exact posterior", reference.draws), ("exact mean", mean))
     ]
-    return rows, reference
 
 
 def peer_rows(
@@ -286,12 +284,11 @@ class Problem:
     @classmethod
     def load(cls, spec: RestoreBench) -> Problem:
         """A trained prior and the first ``spec.digits`` test digits of its data, or ``spec.digits`` draws
-        of a named exact prior (seed ``spec.seed``) and its exact denoiser (float64, on the shipped
-        prior's VP schedule, so every sampler takes the same time grid as on the network)."""
+        of a named exact prior (:func:`~posteria.lab.fit.prior_draws` under ``spec.seed``) and its exact
+        denoiser (:func:`~posteria.lab.fit.exact_denoiser`)."""
         if spec.prior in EXACT_PRIORS:
             exact = EXACT_PRIORS[spec.prior]()
-            truth = exact.sample(spec.digits, torch.Generator().manual_seed(spec.seed))
-            return cls(exact.denoiser(VPLinear()), truth, exact)
+            return cls(exact_denoiser(exact), prior_draws(exact, spec.digits, spec.seed), exact)
         prior = load_prior(spec.prior)
         return cls(prior, load_dataset(prior.card["data"], "test")[0][: spec.digits])
 

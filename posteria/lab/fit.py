@@ -13,8 +13,11 @@ from collections.abc import Callable
 import torch
 
 from posteria.data import load_dataset
+from posteria.denoisers.mixture import GaussianMixtureDenoiser
 from posteria.errors import PosteriaError, check_count
 from posteria.lab.priors import GaussianMixturePrior, LowRank
+from posteria.noise import VPLinear
+from posteria.random import PerSampleNoise, derived_seed
 
 #: The rank of each class's principal subspace in the named mixture priors: enough for the
 #: reconstructions of the restoration tasks to look like digits (floors of 0.001-0.012, a pixel noise
@@ -62,3 +65,17 @@ def mnist_mixture(rank: int = MIXTURE_RANK) -> GaussianMixturePrior:
 
 #: Exact priors by name: ``posteria bench restore --prior NAME`` restores their own draws.
 EXACT_PRIORS: dict[str, Callable[[], GaussianMixturePrior]] = {"mnist-mixture": mnist_mixture}
+
+
+def prior_draws(prior: GaussianMixturePrior, count: int, seed: int) -> torch.Tensor:
+    """``count`` draws of an exact prior to restore (count, *event), float64: draw ``i`` from its own
+    stream under ``derived_seed(seed, "truth")``, so it is the same whatever ``count``, and shares no
+    random numbers with the operator, the measurement noise or the sampler of a run with ``seed``."""
+    streams = PerSampleNoise(derived_seed(seed, "truth"), check_count("count", count)).generators
+    return torch.cat([prior.sample(1, g) for g in streams])
+
+
+def exact_denoiser(prior: GaussianMixturePrior) -> GaussianMixtureDenoiser:
+    """The exact ``E[x | x_t]`` of ``prior`` on the shipped prior's VP schedule, so that every sampler
+    takes the same time grid as on the network (float64)."""
+    return prior.denoiser(VPLinear())

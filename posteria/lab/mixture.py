@@ -125,6 +125,13 @@ class GaussianMixturePosterior:
         within = torch.einsum("bk,kde->bde", w, self.component_covs)
         return within + torch.einsum("bk,bkd,bke->bde", w, spread, spread)
 
+    def variance(self) -> torch.Tensor:
+        """The diagonal of :meth:`covariance`, ``sum_k w_ik (diag C_k + (mu_ik - m_i)^2)``, (B, D), without
+        forming the (B, D, D) matrices (4.9 GB for 1,000 images of 784 pixels)."""
+        spread = self.component_means - self.mean[:, None]  # (B, K, D)
+        within = self.weights @ torch.diagonal(self.component_covs, dim1=-2, dim2=-1)
+        return within + torch.einsum("bk,bkd->bd", self.weights, spread**2)
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """Draw ``n`` exact samples per measurement: (B, n, *event_shape), float64 (:func:`draw_mixture`)."""
         roots = [psd_factor(C) for C in self.component_covs]
