@@ -28,7 +28,8 @@ MIXTURE_RANK = 150
 def ppca(x: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """The maximum-likelihood probabilistic PCA of rows ``x`` (N, D): ``N(mean, W W^T + floor I)``.
 
-    ``W = Q_r (lam_r - floor)^{1/2}`` from the top ``rank`` eigenpairs of the sample covariance, and
+    ``W = Q_r (lam_r - floor)^{1/2}`` from the top ``rank`` eigenpairs of the sample covariance (divided
+    by N - 1, where the maximum-likelihood one divides by N: a factor 1 + 1/N, 0.1% for a digit class), and
     ``floor`` the mean of the other ``D - rank`` eigenvalues (Tipping and Bishop, 1999, eq. 7-8), floored
     at 1e-6 so the component stays non-singular. Returns ``(mean (D,), W (D, rank), floor ())``, float64.
     """
