@@ -90,6 +90,13 @@ def test_the_variance_ratio_of_scaled_exact_draws_is_the_scale_squared(digits):
     )
 
 
+def test_the_posterior_variance_is_the_diagonal_of_its_covariance(digits):
+    _, _, y = problem(digits, "inpaint-box", count=3)
+    posterior = digits.posterior(get_operator("inpaint-box", (1, 8, 8), 0.05, gen(0)), y)
+    diagonal = torch.diagonal(posterior.covariance(), dim1=-2, dim2=-1)
+    assert torch.allclose(posterior.variance(), diagonal, rtol=1e-12, atol=1e-15)
+
+
 def test_the_variance_ratio_uses_unbiased_variances(digits):
     """Pairs of exact draws (n = 2, where a biased variance would halve the ratio) over 400 measurements."""
     truth, operator, y = problem(digits, "sr2", count=400)

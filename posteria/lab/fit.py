@@ -64,7 +64,8 @@ def mnist_mixture(rank: int = MIXTURE_RANK) -> GaussianMixturePrior:
     return fit_class_mixture(x, labels, rank)
 
 
-#: Exact priors by name: ``posteria bench restore --prior NAME`` restores their own draws.
+#: Exact priors by name: ``posteria bench restore --prior NAME`` and ``posteria solve --prior NAME``
+#: restore their own draws and score the samples against their exact posterior.
 EXACT_PRIORS: dict[str, Callable[[], GaussianMixturePrior]] = {"mnist-mixture": mnist_mixture}
 
 
