@@ -74,7 +74,9 @@ def sample(
     steps: Annotated[int, typer.Option(help="Sampler steps.")] = 50,
     n: Annotated[int, typer.Option("-n", "--n", help="Number of samples.")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed; sample i depends only on it and i.")] = 0,
-    spacing: Annotated[str, typer.Option(help="Time grid: uniform, quadratic, karras.")] = "uniform",
+    spacing: Annotated[
+        str, typer.Option(help="Time grid: uniform, quadratic, reverse-quadratic, karras.")
+    ] = "uniform",
     eta: Annotated[float | None, typer.Option(help="DDIM noise level (0: deterministic).")] = None,
     batch_size: Annotated[int, typer.Option(help="Samples per network batch.")] = 256,
 ) -> None:
@@ -186,9 +188,8 @@ def solve(
 ) -> None:
     """Sample the posterior of an inverse problem y = A(x) + w and score it (PSNR, SSIM, consistency)."""
     _start(out, seed)
-    import posteria as pa
     from posteria.io import staged_folder
-    from posteria.lab.fit import EXACT_PRIORS, exact_denoiser
+    from posteria.lab.fit import restoration_prior
     from posteria.lab.scores import exact_reference
     from posteria.posterior.base import check_method, check_options
     from posteria.restore import restore, save_exact_posterior, save_restoration
@@ -196,8 +197,8 @@ def solve(
 
     noise_level = _noise_level(sigma_y, poisson)
     options = _options(set_)
-    exact = EXACT_PRIORS[prior]() if prior in EXACT_PRIORS else None
-    den = pa.load_prior(prior) if exact is None else exact_denoiser(exact).float()
+    den, exact = restoration_prior(prior)
+    den = den if exact is None else den.float()
     files = {"mask": mask, "kernel": kernel, "matrix": matrix}
     op = _solve_operator(operator, den, noise_level, files)
     metrics = {

@@ -150,7 +150,7 @@ def get_schedule(name: str, **options: float) -> Schedule:
     return SCHEDULES[check_choice("schedule", name, list(SCHEDULES))](**options)
 
 
-GRIDS = ("uniform", "quadratic", "karras")
+GRIDS = ("uniform", "quadratic", "reverse-quadratic", "karras")
 
 
 def time_grid(
@@ -167,8 +167,10 @@ def time_grid(
 
     A sampler makes ``steps`` transitions ``t_i -> t_{i+1}``; the last one lands on ``t = 0``, where
     ``x_0`` is the denoiser's estimate. Spacings: ``uniform`` in t (DDPM with 1000 steps visits
-    exactly ``i / 1000``), ``quadratic`` in sqrt(t) (DDIM's choice, Song et al. 2021), ``karras``
-    uniform in ``r_t^(1/rho)`` between ``r(t_min)`` and ``r(1)`` (Karras et al. 2022, eq. 5).
+    exactly ``i / 1000``), ``quadratic`` in sqrt(t) (DDIM's choice, Song et al. 2021),
+    ``reverse-quadratic`` in ``(1 - t)^2`` (DiffPIR's "quad" skip, Zhu et al. 2023: long steps at high
+    noise, half the uniform step at ``t_min``), ``karras`` uniform in ``r_t^(1/rho)`` between ``r(t_min)``
+    and ``r(1)`` (Karras et al. 2022, eq. 5).
     """
     spacing = check_choice("time spacing", spacing or schedule.default_spacing, GRIDS)
     t_min = schedule.t_min if t_min is None else t_min
@@ -181,6 +183,8 @@ def time_grid(
         t = 1 - u * (1 - t_min)
     elif spacing == "quadratic":
         t = (1 - u * (1 - math.sqrt(t_min))) ** 2
+    elif spacing == "reverse-quadratic":
+        t = 1 - u.sqrt() * (1 - t_min)
     else:
         lo, hi = (schedule.ratio(torch.tensor(v, dtype=torch.float64)) ** (1 / rho) for v in (t_min, 1.0))
         t = schedule.time_of_ratio((hi + u * (lo - hi)) ** rho)

@@ -227,6 +227,7 @@ def test_report_states_the_settings_and_the_missing_peers():
     text, markdown = report(rows, spec)
     assert json.loads(text)["settings"]["digits"] == 16
     assert "steps=100" in markdown and "azula" in markdown
+    assert "against DPS" not in markdown  # no MMPS or DDRM run: no empty targets table
 
 
 def test_repeats_pair_our_runs_with_azulas_in_alternating_order(tiny_prior, monkeypatch):

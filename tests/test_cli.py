@@ -157,6 +157,11 @@ def test_unknown_prior_name(tmp_path, monkeypatch, capsys):
     assert "unknown prior 'no-such-prior'" in line
 
 
+def test_unknown_prior_of_solve_names_the_exact_priors(tmp_path, monkeypatch, capsys):
+    line = error_line(monkeypatch, capsys, "solve", "--out", tmp_path, "--prior", "no-such-prior")
+    assert "unknown prior 'no-such-prior'" in line and "mnist-mixture" in line
+
+
 def test_prior_folder_that_does_not_exist(tmp_path, monkeypatch, capsys):
     missing = tmp_path / "missing" / "prior"
     line = error_line(monkeypatch, capsys, "sample", "--out", tmp_path, "--prior", missing)

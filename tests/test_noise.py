@@ -124,6 +124,15 @@ def test_time_grid_shape_ends_and_order(schedule, spacing, steps):
     assert (times.diff() < 0).all()
 
 
+def test_reverse_quadratic_grid_is_diffpirs_quad_skip():
+    """DiffPIR's code visits DDPM timesteps ``T - 1 - floor(sqrt(i / (n - 1)) T)``: uniform in
+    ``(1 - t)^2``."""
+    times = time_grid(VPLinear(), 100, "reverse-quadratic", t_min=1e-3)[:-1].double()
+    torch.testing.assert_close((1 - times) ** 2, torch.linspace(0, (1 - 1e-3) ** 2, 100, dtype=torch.float64))
+    paper = [999 - int((i / 99) ** 0.5 * 1000) for i in range(99)]  # all but the last, which is shifted
+    assert [round(float(t) * 1000) - 1 for t in times[:-1]] == pytest.approx(paper, abs=1)
+
+
 @settings(max_examples=25, deadline=None)
 @given(steps=st.integers(2, 200), t_min=st.floats(1e-4, 0.5), spacing=st.sampled_from(GRIDS))
 def test_time_grid_random_steps_and_t_min(steps, t_min, spacing):

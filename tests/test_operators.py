@@ -192,6 +192,22 @@ def test_pinv_matches_conjugate_gradients(kind: str, data: st.DataObject) -> Non
     _close(op.pinv_cg(y), op.pinv(y), 1e-8)
 
 
+@pytest.mark.parametrize("kind", list(BUILDERS))
+@SETTINGS
+@given(data=st.data())
+def test_proximal_step_is_the_dense_ridge_solution(kind: str, data: st.DataObject) -> None:
+    """``argmin_u ||y - A u||^2 + rho ||u - x||^2`` solves ``(A^T A + rho I) u = A^T y + rho x`` (dense, real
+    view); by the SVD where there is one, by CG otherwise; at ``rho = 0`` it is the projection."""
+    op = BUILDERS[kind][0](data)
+    x, y = _signal(op), _measurement(op)
+    rho = data.draw(st.floats(1e-2, 10.0))
+    A = _dense(op)
+    normal = A.T @ A + rho * torch.eye(op.signal_dim)
+    expected = torch.linalg.solve(normal, (_real(y) @ A + rho * flat(x)).T).T
+    _close(flat(op.proximal(x, y, rho)), expected, 1e-7)
+    _close(op.proximal(x, y, 0.0), op.projection(x, y))
+
+
 @pytest.mark.parametrize("name", ["cs25", "mri4"])
 def test_pinv_cg_asked_for_more_than_float32_precision_stays_at_the_answer(name: str) -> None:
     """rtol = 0 in float32 (CG past rounding walked into the null space of A^T A, to |x| ~ 1e10)."""

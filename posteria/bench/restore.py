@@ -23,7 +23,7 @@ from posteria.bench.timing import NetworkClock, NetworkCost
 from posteria.data import load_dataset
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError
-from posteria.lab.fit import EXACT_PRIORS, exact_denoiser, prior_draws
+from posteria.lab.fit import prior_draws, restoration_prior
 from posteria.lab.priors import GaussianMixturePrior
 from posteria.lab.scores import ExactReference, exact_reference
 from posteria.metrics.image import consistency, psnr, ssim
@@ -32,7 +32,6 @@ from posteria.operators.base import Operator
 from posteria.operators.noise_models import PoissonNoise
 from posteria.operators.registry import PIXEL_OPERATORS
 from posteria.posterior import METHODS, supported
-from posteria.priors import load_prior
 from posteria.report.figures import image_rows, plt, save_figure
 from posteria.restore import measure, restore
 
@@ -285,11 +284,10 @@ class Problem:
     def load(cls, spec: RestoreBench) -> Problem:
         """A trained prior and the first ``spec.digits`` test digits of its data, or ``spec.digits`` draws
         of a named exact prior (:func:`~posteria.lab.fit.prior_draws` under ``spec.seed``) and its exact
-        denoiser (:func:`~posteria.lab.fit.exact_denoiser`)."""
-        if spec.prior in EXACT_PRIORS:
-            exact = EXACT_PRIORS[spec.prior]()
-            return cls(exact_denoiser(exact), prior_draws(exact, spec.digits, spec.seed), exact)
-        prior = load_prior(spec.prior)
+        denoiser (:func:`~posteria.lab.fit.restoration_prior`)."""
+        prior, exact = restoration_prior(spec.prior)
+        if exact is not None:
+            return cls(prior, prior_draws(exact, spec.digits, spec.seed), exact)
         return cls(prior, load_dataset(prior.card["data"], "test")[0][: spec.digits])
 
 
@@ -376,10 +374,14 @@ def report(rows: list[dict], spec: RestoreBench) -> tuple[str, str]:
     variants = "; ".join(Run(name, spec.steps, spec.n, tuple(o.items())).label for name, o in spec.variants)
     text = json.dumps({"machine": machine(), "settings": asdict(spec), "peers": peers, "results": rows,
                        "targets": goals}, indent=2)  # fmt: skip
-    markdown = (
-        f"## Restoration ({settings}; variants: {variants or 'none'}; {peers})\n\n{table(rows)}\n\n"
+    goals_section = (
         "### MMPS / DDRM (with their variants) at <= 100 NFE against DPS at its largest NFE (PSNR)\n\n"
         f"{table(goals)}\n\n"
-        f"{machine_line()}\n"
+        if goals  # (a run without DPS or without MMPS and DDRM has nothing to compare)
+        else ""
+    )
+    markdown = (
+        f"## Restoration ({settings}; variants: {variants or 'none'}; {peers})\n\n{table(rows)}\n\n"
+        f"{goals_section}{machine_line()}\n"
     )
     return text, markdown

@@ -8,7 +8,6 @@ from posteria.classical.estimate import register_estimate
 from posteria.denoisers.base import Denoiser
 from posteria.errors import check_positive
 from posteria.operators.base import LinearOperator
-from posteria.operators.linalg import conjugate_gradient
 
 
 def least_squares(
@@ -33,8 +32,9 @@ def tikhonov(
     """``x = argmin ||y - A x||^2 + lambda ||x||^2 = (A^T A + lambda I)^{-1} A^T y`` (Tikhonov, 1963).
 
     The MAP estimate under the prior ``x ~ N(0, I)`` and noise ``N(0, sigma_y^2 I)``, hence the default
-    ``lambda = sigma_y^2`` (a floor of 1e-6 keeps it defined at ``sigma_y = 0``). With an implicit SVD
-    it is the filter ``V diag(s / (s^2 + lambda)) U^T y``; otherwise ``steps`` conjugate-gradient
+    ``lambda = sigma_y^2`` (a floor of 1e-6 keeps it defined at ``sigma_y = 0``; ``weight = 0`` is
+    :func:`least_squares`). :meth:`~posteria.operators.base.LinearOperator.proximal` at ``x = 0``: with an
+    implicit SVD the filter ``V diag(s / (s^2 + lambda)) U^T y``, otherwise ``steps`` conjugate-gradient
     iterations on the normal equations.
     """
     lam = (
@@ -42,15 +42,8 @@ def tikhonov(
         if weight is None
         else check_positive("weight", weight, allow_zero=True)
     )
-    svd = operator.svd
-    if svd is not None:
-        z = svd.Ut(y)
-        s = svd.s.to(device=z.device, dtype=z.real.dtype)
-        x = svd.V(z * (s / (s**2 + lam)))
-    else:
-        rhs = operator.adjoint(y)
-        x = conjugate_gradient(lambda v: operator.gram(v) + lam * v, rhs, max_iter=steps)
-    return x.real if x.is_complex() else x
+    zero = torch.zeros((y.shape[0], *operator.event_shape), dtype=y.real.dtype, device=y.device)
+    return operator.proximal(zero, y, lam, max_iter=steps)
 
 
 register_estimate(

@@ -13,10 +13,12 @@ from collections.abc import Callable
 import torch
 
 from posteria.data import load_dataset
+from posteria.denoisers.base import Denoiser
 from posteria.denoisers.mixture import GaussianMixtureDenoiser
 from posteria.errors import PosteriaError, check_count
 from posteria.lab.priors import GaussianMixturePrior, LowRank
 from posteria.noise import VPLinear
+from posteria.priors import load_prior
 from posteria.random import PerSampleNoise, derived_seed
 
 #: The rank of each class's principal subspace in the named mixture priors: enough for the
@@ -81,3 +83,15 @@ def exact_denoiser(prior: GaussianMixturePrior) -> GaussianMixtureDenoiser:
     """The exact ``E[x | x_t]`` of ``prior`` on the shipped prior's VP schedule, so that every sampler
     takes the same time grid as on the network (float64)."""
     return prior.denoiser(VPLinear())
+
+
+def restoration_prior(name: str) -> tuple[Denoiser, GaussianMixturePrior | None]:
+    """What ``--prior name`` means to ``posteria solve`` and ``posteria bench restore``: an exact prior's
+    denoiser (float64) and the prior itself, or a shipped or saved trained prior and None."""
+    if name in EXACT_PRIORS:
+        exact = EXACT_PRIORS[name]()
+        return exact_denoiser(exact), exact
+    try:
+        return load_prior(name), None
+    except PosteriaError as error:
+        raise PosteriaError(f"{error}, or an exact prior ({', '.join(EXACT_PRIORS)})") from None

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from posteria.errors import PosteriaError, check_finite
+from posteria.errors import PosteriaError, check_finite, check_positive
 from posteria.operators.linalg import conjugate_gradient
 from posteria.operators.noise_models import GaussianNoise, NoiseModel
 from posteria.operators.svd import ImplicitSVD
@@ -177,6 +177,30 @@ class LinearOperator(Operator):
         the measured pixels, for subsampled Fourier the measured k-space coefficients.
         """
         return x + self.pinv(y - self(x))
+
+    def proximal(
+        self, x: torch.Tensor, y: torch.Tensor, rho: float, max_iter: int | None = None
+    ) -> torch.Tensor:
+        """``argmin_u ||y - A u||^2 + rho ||u - x||^2 = x + (A^T A + rho I)^-1 A^T (y - A x)``.
+
+        The data step of half-quadratic splitting (DiffPIR's proximal step; Tikhonov at ``x = 0``):
+        ``rho`` weighs ``x`` against the measurement, and ``rho = 0`` is :meth:`projection`. With an SVD
+        it is the filter ``x + V diag(s / (s^2 + rho)) U^T (y - A x)``; otherwise conjugate gradients on
+        ``A^T A + rho I``, ``max_iter`` iterations (default: to convergence). Shapes: ``x`` (B, *event),
+        ``y`` (B, *measurement) -> (B, *event).
+        """
+        self._expect_shape("y", y, self.measurement_shape)
+        residual, svd = y - self(x), self.svd
+        if check_positive("rho", rho, allow_zero=True) == 0:
+            step = self._pinv(residual)
+        elif svd is not None:
+            z = svd.Ut(residual)
+            s = svd.s.to(device=z.device, dtype=z.real.dtype)
+            step = svd.V(z * (s / (s**2 + rho)))
+        else:
+            gram = lambda v: self.gram(v) + rho * v  # noqa: E731 - the matrix of one solve
+            step = conjugate_gradient(gram, self._adjoint(residual), max_iter=max_iter)
+        return x + (step.real if step.is_complex() else step)
 
     def adjoint_autograd(self, y: torch.Tensor) -> torch.Tensor:
         """``A^T y`` as the vector-Jacobian product of ``A`` at ``x = 0`` with cotangent ``y``.

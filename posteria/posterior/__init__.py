@@ -27,7 +27,7 @@ from posteria.posterior import dps, mmps, pigdm  # noqa: E402, F401
 
 # isort: split
 # Transition methods (sampler subclasses) register themselves on import too.
-from posteria.posterior import ddnm, ddrm, travel  # noqa: E402, F401 - travel: repaint, ddnm
+from posteria.posterior import ddnm, ddrm, diffpir, travel  # noqa: E402, F401 - travel: repaint, ddnm
 
 # isort: split
 # DAPS and TDS: transition methods for any operator with Gaussian noise, nonlinear ones included.

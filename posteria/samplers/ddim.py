@@ -48,8 +48,11 @@ class DDIM(Sampler):
 
     def step(self, x_t: torch.Tensor, t: float, s: float, noise: Noise, **cond: object) -> torch.Tensor:
         x0 = self.denoiser(x_t, t, **cond)
-        if s == 0:
-            return x0
+        return x0 if s == 0 else self.update(x_t, x0, t, s, noise)
+
+    def update(self, x_t: torch.Tensor, x0: torch.Tensor, t: float, s: float, noise: Noise) -> torch.Tensor:
+        """``x_s = alpha_s x0 + sqrt(sigma_s^2 - c^2) eps + c z`` from an estimate ``x0`` of ``x``
+        (``s > 0``), with ``eps = (x_t - alpha_t x0) / sigma_t``: (B, *event)."""
         alpha_t, sigma_t = self.alpha_sigma(t)
         eps = tweedie.eps_from_x0(x_t, x0, alpha_t, sigma_t)
         w_x0, w_eps, c = self.transition(t, s)
