@@ -81,20 +81,27 @@ class GuidedDenoiser(Denoiser):
 
         The second term, the part of ``v`` off the range of ``U``, is dropped when that range is the whole
         measurement space (masks, full-rank matrices): computed anyway it would be round-off times ``1 / s``.
-        At ``s = 0`` the floor ``s^2 >= 1e-16 r^2 max s_i^2`` keeps ``P`` invertible.
+        Noiseless measurements drop it too, with the directions whose ``s_i`` is round-off (DDRM's cut-off,
+        :meth:`~posteria.operators.svd.ImplicitSVD.inverse_singular_values`): there ``A C A^T`` is singular
+        off the range, ``y - A x0`` has only round-off there, and ``A^T`` kills what ``u`` holds there, so
+        the solve is the minimum-norm one (kept, that part scaled float32 round-off by ``1e8`` and MMPS on
+        noiseless k-space reached 1e13). At ``s = 0`` the floor ``s^2 >= 1e-16 r^2 max s_i^2`` keeps ``P``
+        invertible on the range.
         """
         svd = self.operator.svd
         s = svd.s.to(device=r2.device, dtype=torch.float64)
+        noiseless = isinstance(self.noise_variance, float) and self.noise_variance == 0
+        measured = (svd.inverse_singular_values(s) if noiseless else s) > 0
         floor = torch.clamp_min(self.mean_noise_variance(r2), 1e-16 * r2 * s.max() ** 2)[:, None]
         scale = (r2[:, None] * s**2 + floor).rsqrt()
-        full_range = int((s > 0).sum()) == self.measurement_dim
+        in_range_only = noiseless or int(measured.sum()) == self.measurement_dim
         # Off a full range, U (p^-1/2 U^T v) + (v - U U^T v) / s with one U: U ((p^-1/2 - 1/s) U^T v) + v / s.
-        off_range = torch.zeros_like(floor) if full_range else floor.rsqrt()
-        in_range = scale - off_range
+        off_range = torch.zeros_like(floor) if in_range_only else floor.rsqrt()
+        in_range = torch.where(measured, scale - off_range, 0)
 
         def apply(v: torch.Tensor) -> torch.Tensor:
             out = svd.U(in_range.to(v.real.dtype) * svd.Ut(v))
-            return out if full_range else out + expand_like(off_range[:, 0], v) * v
+            return out if in_range_only else out + expand_like(off_range[:, 0], v) * v
 
         return apply
 
