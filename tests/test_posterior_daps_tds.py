@@ -409,3 +409,20 @@ def test_tds_needs_equal_groups() -> None:
     y = torch.stack([p.y, p.y, p.y + 1])
     with pytest.raises(PosteriaError, match="particles"):
         METHODS["tds"].build(p.den, p.op, y, 5)
+
+
+@pytest.mark.parametrize("method", ["tds", "tds-mmps"])
+def test_solve_groups_the_n_samples_of_each_measurement_even_when_measurements_repeat(method: str) -> None:
+    """``solve`` gives SMC its ``n`` as the group size: two equal measurements are two groups of ``n``
+    (not one of ``2n``, which made the samples depend on ``batch_size``), and unequal runs of equal rows
+    are no error."""
+    den, op = image_prior(), get_operator("inpaint-box", (1, 8, 8), sigma_y=0.05)
+    y0 = op.measure(0.5 * torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0)))
+
+    def run(y: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
+        g = torch.Generator().manual_seed(5)
+        return solve(den, op, y, method, 4, n=3, generator=g, batch_size=batch_size)
+
+    twice = y0[:1].expand(2, -1)
+    torch.testing.assert_close(run(twice), run(twice, batch_size=1), rtol=0, atol=1e-6)
+    assert run(torch.stack([y0[0], y0[0], y0[1]])).shape == (3, 3, 1, 8, 8)

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterator
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from helpers import BatchNoise
@@ -449,6 +450,10 @@ def test_bad_input(one_thread: None) -> None:
     with pytest.raises(PosteriaError, match="linear"):
         phase = get_operator("phase", (1, 8, 8))
         solve(image_prior(), phase, phase(torch.zeros(1, 1, 8, 8)), "mmps")
+    with pytest.raises(PosteriaError, match="generator must be a torch.Generator"):
+        solve(p.prior, p.op, p.y, "pigdm", 3, generator=5)
+    # a numpy integer is a count like any other
+    assert solve(p.prior, p.op, p.y, "pigdm", 3, n=np.int64(2)).shape == (1, 2, D)
     assert {"dps", "dps-squared", "pigdm", "mmps"} <= set(METHODS)
     # cost accounting: vjps through the prior per step, beyond its forward pass
     assert METHODS["mmps"].build(p.prior, p.op, p.y, 10).denoiser.vjps_per_call == 5  # C A^T u recombined

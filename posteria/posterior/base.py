@@ -221,6 +221,10 @@ def prepare(
     check_options(chosen, options)
     n = check_count("n", n)
     steps = chosen.default_steps if steps is None else check_count("steps", steps)
+    if "particles" in chosen.options() and options.get("particles") is None:
+        # SMC's particles are the n samples of each measurement, not the runs of equal rows of y, which
+        # would also merge equal measurements of a batch (and so depend on the batch)
+        options = {**options, "particles": n}
     try:
         return chosen.build(denoiser, operator, y.repeat_interleave(n, dim=0), steps, **options)
     except PosteriaError as e:  # say which method refused, e.g. an unknown option of its sampler
@@ -289,6 +293,7 @@ def solve_in_batches(
     stream ``i n + j`` of one base seed, and no method couples measurements, so the samples do not depend
     on ``batch_size``."""
     operator.check_measurement(y)  # all of y, before a first batch runs
+    n = check_count("n", n)  # an int: numpy integers would reach the samplers' shape checks
     if y.shape[0] == 0:
         raise PosteriaError("y must hold at least one measurement, got a batch of 0")
     size = y.shape[0] if batch_size is None else check_count("batch_size", batch_size)
