@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Iterable
 
 import torch
 
@@ -48,6 +49,13 @@ def check_count(name: str, value: object, minimum: int = 1) -> int:
         expected = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise PosteriaError(f"{name} must be {expected}, got {value!r}")
     return count
+
+
+def check_shape(name: str, shape: object) -> tuple[int, ...]:
+    """``shape`` (a tuple, list or torch.Size) as a tuple of positive ints, else one line naming ``name``."""
+    if isinstance(shape, str) or not isinstance(shape, Iterable):
+        raise PosteriaError(f"{name} must be a tuple of positive integers, got {shape!r}")
+    return tuple(check_count(f"{name} entry", n) for n in shape)
 
 
 def check_seed(seed: object) -> int:

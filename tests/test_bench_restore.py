@@ -25,6 +25,7 @@ from posteria.bench.restore import (
 from posteria.bench.timing import NetworkClock
 from posteria.cli import app
 from posteria.errors import PosteriaError
+from posteria.lab import fit
 from posteria.operators import get_operator
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -271,7 +272,7 @@ def test_an_exact_prior_restores_its_own_draws_against_its_exact_posterior(monke
     stand-in), has its paired gaps to the exact draws, and the targets table their PSNR."""
     import posteria.bench.restore as bench
 
-    monkeypatch.setitem(bench.EXACT_PRIORS, "tiny-mixture", tiny_mixture)
+    monkeypatch.setitem(fit.EXACT_PRIORS, "tiny-mixture", tiny_mixture)
     monkeypatch.setattr(bench, "azula_version", lambda: "0.0")
     monkeypatch.setattr(bench, "run_azula", lambda method, prior, operator, y, steps, n, seed: PeerRun(
         torch.zeros(y.shape[0], n, *operator.event_shape, dtype=torch.float64), 1.0, steps))  # fmt: skip
@@ -294,9 +295,8 @@ def test_an_exact_prior_restores_its_own_draws_against_its_exact_posterior(monke
 
 
 def test_an_exact_prior_without_a_posterior_density_runs_without_exact_rows(monkeypatch):
-    import posteria.bench.restore as bench
 
-    monkeypatch.setitem(bench.EXACT_PRIORS, "tiny-mixture", tiny_mixture)
+    monkeypatch.setitem(fit.EXACT_PRIORS, "tiny-mixture", tiny_mixture)
     spec = tiny_bench("tiny-mixture", tasks=("inpaint-box",), methods=("dps",), poisson=50.0)
     rows, _ = run_restore(spec, progress=False)
     assert [r["method"] for r in rows] == ["dps-2", "dps-3"] and "nll_gap" not in rows[0]

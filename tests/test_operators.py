@@ -521,3 +521,119 @@ def test_user_kspace_mask_and_matrix_build_their_operators_and_need_their_array(
     _one_line_error(
         lambda: ops.get_operator("cs25", (1, 8, 8), matrix=A), "a matrix is for operator 'matrix' only"
     )
+
+
+# --- audit fixes: each of these passed silently or ended in a raw Python error ---------------------------
+
+
+def test_an_integer_or_boolean_matrix_gets_the_svd_of_its_values() -> None:
+    """An int matrix used to keep its int dtype, so its float64 SVD was truncated (s = [5, 0, 0])."""
+    A = torch.tensor([[1, 2, 0], [3, 4, 1]])
+    op = ops.MatrixOperator(A)
+    assert op.matrix.dtype == torch.get_default_dtype()
+    _close(op.svd.s[:2], torch.linalg.svdvals(A.double()))
+    y = torch.tensor([[1.0, 2.0]])
+    _close(op.pinv(y), (torch.linalg.pinv(A.double()) @ y[0])[None])
+    _close(ops.MatrixOperator(A.bool()).svd.s[:2], torch.linalg.svdvals(A.bool().double()))
+    _one_line_error(lambda: ops.MatrixOperator(A * 1j), "A must be a real matrix")
+
+
+def test_a_blur_uses_the_kernel_it_loads() -> None:
+    """The spectrum is not saved: it used to stay that of the kernel built with, whatever was loaded."""
+    shape, x = (1, 8, 8), _signal(ops.Identity((1, 8, 8)))
+    flat_, upright = ops.Blur.motion(shape, 5, angle=0.0), ops.Blur.motion(shape, 5, angle=90.0)
+    flat_.load_state_dict(upright.state_dict())
+    _close(flat_(x), upright(x))
+    down = ops.Downsample(shape, 2)
+    outer = ops.Composition(down, ops.Blur.motion(shape, 5, angle=0.0))  # loaded as a submodule too
+    outer.load_state_dict(ops.Composition(down, upright).state_dict())
+    _close(outer(x), down(upright(x)))
+
+
+def test_fractional_sizes_are_refused_not_truncated() -> None:
+    shape = (1, 10, 10)
+    _one_line_error(lambda: ops.Downsample(shape, 2.5), "factor must be a positive integer, got 2.5")
+    _one_line_error(lambda: ops.RandomProjection(2.5, shape), "m must be a positive integer, got 2.5")
+    _one_line_error(lambda: ops.Blur.gaussian(shape, size=2.5), "size must be a positive integer")
+    _one_line_error(lambda: ops.Blur.motion(shape, 2.5), "size must be a positive integer")
+    _one_line_error(lambda: ops.SubsampledFourier.radial(shape, 2.5), "n_spokes must be a positive integer")
+
+
+def test_a_blur_kernel_must_be_real_and_booleans_count_as_ones() -> None:
+    """A complex kernel lost its imaginary part with a warning; a boolean one ended in NotImplementedError."""
+    shape, x = (1, 6, 6), _signal(ops.Identity((1, 6, 6)))
+    _one_line_error(lambda: ops.Blur(torch.ones(3, 3) * (1 + 1j), shape), "kernel must be real")
+    ones = ops.Blur(torch.ones(3, 3), shape)
+    _close(ops.Blur(torch.ones(3, 3, dtype=torch.bool), shape)(x), ones(x))
+    _close(ops.Blur(torch.ones(3, 3, dtype=torch.int64), shape)(x), ones(x))
+
+
+def test_noise_arguments_are_checked_when_the_operator_is_built() -> None:
+    """noise=0.1 used to fail at the first measure; None a raw TypeError; the string "0.1" passed."""
+    shape = (1, 4, 4)
+    _one_line_error(lambda: ops.Identity(shape, noise=0.1), "noise must be a NoiseModel")
+    _one_line_error(lambda: ops.Identity(shape, sigma_y=None), "sigma_y must be a finite number")
+    _one_line_error(lambda: ops.Identity(shape, sigma_y="0.1"), "sigma_y must be a finite number")
+    _one_line_error(lambda: ops.PoissonNoise(None), "rate must be a finite number")
+    _one_line_error(lambda: ops.PoissonNoise("5"), "rate must be a finite number")
+
+
+def test_poisson_noise_of_a_sample_does_not_depend_on_the_other_samples() -> None:
+    """torch.poisson draws as many numbers as the rates ask: sample 0's values moved sample 1's noise."""
+    op = ops.Identity((1, 4, 4), noise=ops.PoissonNoise(20.0))
+    x = torch.rand(2, 1, 4, 4, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    x2 = x.clone()
+    x2[0] = 0.9
+    y = op.measure(x, torch.Generator().manual_seed(1))
+    assert torch.equal(y[1], op.measure(x2, torch.Generator().manual_seed(1))[1])
+    assert torch.equal(y, op.measure(x, torch.Generator().manual_seed(1)))
+    assert not torch.equal(y, op.measure(x, torch.Generator().manual_seed(2)))
+
+
+def test_a_measurement_must_match_its_signal() -> None:
+    """Wrong y used to end in a RuntimeError of a subtraction or an index; a batch-1 y was broadcast."""
+    box, x = ops.Mask.box((1, 8, 8), 4, sigma_y=0.1), torch.zeros(2, 1, 8, 8)
+    _one_line_error(lambda: box.log_likelihood(torch.zeros(2, 47), x), r"y must have shape \(2, 48\)")
+    _one_line_error(
+        lambda: box.log_likelihood(torch.zeros(1, 48), x), r"y must have shape \(2, 48\), got \(1"
+    )
+    _one_line_error(lambda: box.projection(x, torch.zeros(2, 47)), r"y must have shape \(2, 48\)")
+    _one_line_error(lambda: box.to_image(torch.zeros(2, 47)), r"y must have shape \(B, 48\)")
+    _one_line_error(lambda: box.pinv_cg(torch.zeros(2, 47)), r"y must have shape \(B, 48\)")
+    mri = ops.get_operator("mri4", (1, 8, 8))
+    _one_line_error(lambda: mri.to_kspace(torch.zeros(2, 3, dtype=torch.complex128)), "y must have shape")
+
+
+def test_constructors_check_their_shapes_and_arguments() -> None:
+    """Checks that lived only in the registry, or nowhere: a negative or fractional shape built an
+    operator; an infinite oversampling, a fractional box centre, a number for an operator or a generator
+    ended in a Python error."""
+    shape = (1, 8, 8)
+    _one_line_error(lambda: ops.Downsample((1, -8, 8), 2), "shape entry must be a positive integer, got -8")
+    _one_line_error(lambda: ops.PhaseRetrieval((1, -8, 8)), "shape entry must be a positive integer, got -8")
+    _one_line_error(lambda: ops.Identity((1, 8.7, 8)), "shape entry must be a positive integer, got 8.7")
+    _one_line_error(lambda: ops.PhaseRetrieval(shape, oversampling=math.inf), "oversampling must be a finite")
+    _one_line_error(lambda: ops.Mask.box(shape, 2, center=(2.5, 3)), r"center must lie in the 8x8 image")
+    _one_line_error(lambda: ops.Composition(3, ops.Identity(shape)), "outer must be an Operator, got int")
+    _one_line_error(lambda: ops.get_operator("sr2", 28), "event_shape must be a tuple of positive integers")
+    op = ops.Identity(shape, sigma_y=0.1)
+    _one_line_error(lambda: op.measure(torch.zeros(1, *shape), generator=3), "generator must be a torch.Gen")
+
+
+def test_every_call_of_a_refuses_an_empty_batch_and_a_complex_signal() -> None:
+    """B = 0 passed the shape check and failed in reshapes and FFTs; A(x) took complex x (measure did not)."""
+    for name in ("sr2", "mri4", "phase"):
+        op = ops.get_operator(name, (1, 8, 8))
+        _one_line_error(
+            lambda op=op: op(torch.zeros(0, 1, 8, 8)), "x must hold at least one signal, got a batch of 0"
+        )
+        _one_line_error(
+            lambda op=op: op(torch.zeros(1, 1, 8, 8, dtype=torch.complex128)), "x must be real, got"
+        )
+    box = ops.Mask.box((1, 8, 8), 4)
+    _one_line_error(lambda: box.adjoint(torch.zeros(0, 48)), "y must hold at least one measurement")
+
+
+def test_an_image_too_small_for_the_named_box_says_so() -> None:
+    """It used to say "size must be a positive integer, got 0", of a size the user never gave."""
+    _one_line_error(lambda: ops.get_operator("inpaint-box", (1, 1, 8)), r"image \(1, 1, 8\) is too small")

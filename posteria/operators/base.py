@@ -7,21 +7,25 @@ import math
 import torch
 from torch import nn
 
-from posteria.errors import PosteriaError, check_finite, check_positive
+from posteria.errors import PosteriaError, check_finite, check_positive, check_shape
 from posteria.operators.linalg import conjugate_gradient
-from posteria.operators.noise_models import GaussianNoise, NoiseModel
+from posteria.operators.noise_models import GaussianNoise, NoiseModel, check_noise_model
 from posteria.operators.svd import ImplicitSVD
 
 
-def _shape_text(shape: tuple[int, ...]) -> str:
-    return "(B, " + ", ".join(map(str, shape)) + ")"
+def _shape_text(shape: tuple[int, ...], batch: int | None = None) -> str:
+    return f"({'B' if batch is None else batch}, " + ", ".join(map(str, shape)) + ")"
 
 
 def make_noise(sigma_y: float, noise: NoiseModel | None) -> NoiseModel:
-    """``noise`` when given, else Gaussian noise of standard deviation ``sigma_y``."""
-    if noise is not None and sigma_y != 0:
+    """``noise`` when given, else Gaussian noise of standard deviation ``sigma_y``; one line for a bad
+    ``sigma_y`` or ``noise`` here, where the operator is built, not at its first ``measure``."""
+    check_positive("sigma_y", sigma_y, allow_zero=True)
+    if noise is None:
+        return GaussianNoise(sigma_y)
+    if sigma_y != 0:
         raise PosteriaError("give either sigma_y or noise, not both")
-    return noise if noise is not None else GaussianNoise(sigma_y)
+    return check_noise_model(noise)
 
 
 class Operator(nn.Module):
@@ -56,8 +60,9 @@ class Operator(nn.Module):
         noise: NoiseModel | None = None,
     ) -> None:
         super().__init__()
-        self.event_shape = tuple(int(n) for n in event_shape)
-        self.measurement_shape = tuple(int(n) for n in measurement_shape)
+        # "shape" is what every concrete constructor calls the event shape
+        self.event_shape = check_shape("shape", event_shape)
+        self.measurement_shape = check_shape("measurement_shape", measurement_shape)
         self.noise = make_noise(sigma_y, noise)
         self.name = type(self).__name__.lower()
 
@@ -78,7 +83,7 @@ class Operator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``A(x)``: (B, *event_shape) -> (B, *measurement_shape), noiseless."""
-        self._expect_shape("x", x, self.event_shape)
+        self._expect_signal(x)
         return self._forward(x)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802 - the operator's conventional name
@@ -88,32 +93,51 @@ class Operator(nn.Module):
     def measure(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``y = A(x) + w`` with ``w`` drawn from ``noise`` using ``generator``: shape (B, *measurement)."""
         self.check_signal(x)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            raise PosteriaError(f"generator must be a torch.Generator or None, got {generator!r}")
         with torch.no_grad():
             return self.noise.sample(self(x), generator)
 
     def log_likelihood(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """``log p(y | x) = log p_noise(y | A(x))`` per sample: shape (B,)."""
-        self.check_measurement(y)
-        return self.noise.log_likelihood(y, self(x))
+        """``log p(y | x) = log p_noise(y | A(x))`` per sample: y (B, *measurement), x (B, *event) -> (B,)."""
+        mean = self(x)
+        self.check_measurement(y, batch=x.shape[0])
+        return self.noise.log_likelihood(y, mean)
 
-    def _expect_shape(self, name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+    def _expect_shape(
+        self, name: str, t: torch.Tensor, shape: tuple[int, ...], batch: int | None = None
+    ) -> None:
+        """Raise one line unless ``t`` is a tensor of shape ``(B, *shape)``, ``B >= 1`` (an empty batch
+        fails deep inside reshapes and FFTs), and ``B = batch`` when given (y must go with its x, one
+        measurement per signal, not broadcast against them)."""
         if not isinstance(t, torch.Tensor):
             raise PosteriaError(
-                f"{name} must be a torch.Tensor of shape {_shape_text(shape)}, got {type(t).__name__}"
+                f"{name} must be a torch.Tensor of shape {_shape_text(shape, batch)}, got {type(t).__name__}"
             )
         if t.dim() != len(shape) + 1 or tuple(t.shape[1:]) != shape:
-            raise PosteriaError(f"{name} must have shape {_shape_text(shape)}, got {tuple(t.shape)}")
+            raise PosteriaError(f"{name} must have shape {_shape_text(shape, batch)}, got {tuple(t.shape)}")
+        if t.shape[0] == 0:
+            noun = "signal" if name == "x" else "measurement"
+            raise PosteriaError(f"{name} must hold at least one {noun}, got a batch of 0")
+        if batch is not None and t.shape[0] != batch:
+            raise PosteriaError(f"{name} must have shape {_shape_text(shape, batch)}, got {tuple(t.shape)}")
 
-    def check_signal(self, x: torch.Tensor) -> torch.Tensor:
-        """Raise one line unless ``x`` is a finite real batch of shape ``(B, *event_shape)``."""
+    def _expect_signal(self, x: torch.Tensor) -> None:
+        """The checks of every call of ``A``: shape ``(B, *event_shape)`` and real (a complex ``x`` would
+        pass through most operators and lose its imaginary part or give a complex ``y``)."""
         self._expect_shape("x", x, self.event_shape)
         if x.is_complex():
             raise PosteriaError(f"x must be real, got {x.dtype}")
+
+    def check_signal(self, x: torch.Tensor) -> torch.Tensor:
+        """Raise one line unless ``x`` is a finite real batch of shape ``(B, *event_shape)``."""
+        self._expect_signal(x)
         return check_finite("x", x)
 
-    def check_measurement(self, y: torch.Tensor) -> torch.Tensor:
-        """Raise one line unless ``y`` is a finite batch of shape ``(B, *measurement_shape)``."""
-        self._expect_shape("y", y, self.measurement_shape)
+    def check_measurement(self, y: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """Raise one line unless ``y`` is a finite batch of shape ``(B, *measurement_shape)`` (``B = batch``
+        when given)."""
+        self._expect_shape("y", y, self.measurement_shape, batch)
         if y.is_complex() != self.complex_measurement:
             kind = "complex" if self.complex_measurement else "real"
             raise PosteriaError(f"y must be {kind}, got {y.dtype}")
@@ -174,9 +198,12 @@ class LinearOperator(Operator):
         """Data consistency ``x + A^+ (y - A x) = A^+ y + (I - A^+ A) x``: keep the null-space part of ``x``.
 
         The range-null space decomposition of DDNM (Wang et al., 2023, eq. 6); for a mask it replaces
-        the measured pixels, for subsampled Fourier the measured k-space coefficients.
+        the measured pixels, for subsampled Fourier the measured k-space coefficients. Shapes: ``x``
+        (B, *event), ``y`` (B, *measurement) -> (B, *event).
         """
-        return x + self.pinv(y - self(x))
+        ax = self(x)
+        self._expect_shape("y", y, self.measurement_shape, batch=x.shape[0])
+        return x + self._pinv(y - ax)
 
     def proximal(
         self, x: torch.Tensor, y: torch.Tensor, rho: float, max_iter: int | None = None
@@ -218,4 +245,5 @@ class LinearOperator(Operator):
         self, y: torch.Tensor, rtol: float | None = None, max_iter: int | None = None
     ) -> torch.Tensor:
         """``A^+ y`` by conjugate gradients on ``A^T A x = A^T y`` from 0 (minimum-norm solution)."""
+        self._expect_shape("y", y, self.measurement_shape)
         return conjugate_gradient(self.gram, self._adjoint(y), rtol=rtol, max_iter=max_iter)

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from posteria.errors import PosteriaError, check_positive
+from posteria.errors import PosteriaError, check_count, check_positive, check_shape
 from posteria.operators.base import LinearOperator
 from posteria.operators.fourier import (
     fft2c,
@@ -22,7 +22,7 @@ from posteria.tensors import flat
 
 def gaussian_kernel(size: int, std: float) -> torch.Tensor:
     """``exp(-(i^2 + j^2) / (2 std^2))`` on a ``size x size`` grid centred at ``size // 2``, sum 1."""
-    check_positive("size", size)
+    size = check_count("size", size)
     check_positive("std", std)
     r = torch.arange(size, dtype=torch.float64) - size // 2
     k = torch.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * std**2))
@@ -35,7 +35,7 @@ def motion_kernel(size: int, angle: float) -> torch.Tensor:
     The segment is sampled at ``8 size`` points and splatted bilinearly (anti-aliased). Reference: the
     linear motion blur of Levin et al. (2009); DPS draws curved paths instead.
     """
-    check_positive("size", size)
+    size = check_count("size", size)
     theta = math.radians(angle)
     t = torch.linspace(-(size - 1) / 2, (size - 1) / 2, 8 * size, dtype=torch.float64)
     i, j = size // 2 - t * math.sin(theta), size // 2 + t * math.cos(theta)
@@ -51,6 +51,20 @@ def motion_kernel(size: int, angle: float) -> torch.Tensor:
         k.index_put_((i0 + ai, j0 + aj), w, accumulate=True)
     k = k[:size, :size]
     return k / k.sum()
+
+
+def _real_kernel(kernel: torch.Tensor) -> torch.Tensor:
+    """``kernel`` in the default float dtype: integer and boolean kernels (a box of ones) are read as numbers,
+    a complex one is refused (the real operator would drop its imaginary part)."""
+    kernel = torch.as_tensor(kernel)
+    if kernel.is_complex():
+        raise PosteriaError(f"kernel must be real, got {kernel.dtype}")
+    return kernel.to(torch.get_default_dtype())
+
+
+def _follow_loaded_kernel(blur: Blur, incompatible_keys: object) -> None:
+    """After ``load_state_dict``: ``spectrum`` is not saved, so derive it from the kernel just loaded."""
+    blur.follow_kernel()
 
 
 class Blur(LinearOperator):
@@ -79,22 +93,30 @@ class Blur(LinearOperator):
         sigma_y: float = 0.0,
         noise: NoiseModel | None = None,
     ) -> None:
-        shape, kernel = tuple(shape), torch.as_tensor(kernel)
+        shape, kernel = check_shape("shape", shape), _real_kernel(kernel)
         if len(shape) < 2 or kernel.dim() != 2 or kernel.shape[0] > shape[-2] or kernel.shape[1] > shape[-1]:
             raise PosteriaError(f"kernel must be 2-D and fit in the image {shape}, got {tuple(kernel.shape)}")
         if not bool(torch.isfinite(kernel).all()) or not bool(kernel.abs().sum() > 0):
             raise PosteriaError("kernel must be finite and not all zero")
         super().__init__(shape, shape, sigma_y, noise)
-        padded = torch.zeros(shape[-2:], dtype=torch.get_default_dtype())
-        padded[: kernel.shape[0], : kernel.shape[1]] = kernel
-        self.register_buffer("kernel", kernel.to(padded.dtype))
-        self.register_buffer(
-            "padded", torch.roll(padded, (-(kernel.shape[0] // 2), -(kernel.shape[1] // 2)), (0, 1))
-        )
-        # Computed once, in float64: a DFT of the kernel per call cost 40% of A (28 x 28, batch 8). Kept as
-        # (H, W, 2) reals, which Module.to(dtype) casts; it would drop the imaginary part of a complex buffer.
-        spectrum = symmetrize_spectrum(torch.fft.fft2(self.padded.double()))
-        self.register_buffer("spectrum", torch.view_as_real(spectrum), persistent=False)
+        self.register_buffer("kernel", kernel)
+        self.register_buffer("padded", torch.zeros(shape[-2:], dtype=kernel.dtype))
+        # Computed once per kernel (here and after load_state_dict), in float64: a DFT of the kernel per call
+        # cost 40% of A (28 x 28, batch 8). Kept as (H, W, 2) reals, which Module.to(dtype) casts; it would
+        # drop the imaginary part of a complex buffer.
+        self.register_buffer("spectrum", torch.zeros(*shape[-2:], 2, dtype=torch.float64), persistent=False)
+        self.follow_kernel()
+        self.register_load_state_dict_post_hook(_follow_loaded_kernel)
+
+    def follow_kernel(self) -> None:
+        """Derive ``padded`` (the kernel zero-padded to ``(H, W)``, centred at pixel (0, 0)) and ``spectrum``
+        (``DFT(padded)``, in float64) from ``kernel``, in place; call it after changing ``kernel``."""
+        kh, kw = self.kernel.shape
+        padded = torch.zeros_like(self.padded)
+        padded[:kh, :kw] = self.kernel
+        with torch.no_grad():
+            self.padded.copy_(torch.roll(padded, (-(kh // 2), -(kw // 2)), (0, 1)))
+            self.spectrum.copy_(torch.view_as_real(symmetrize_spectrum(torch.fft.fft2(self.padded.double()))))
 
     @classmethod
     def gaussian(cls, shape: tuple[int, ...], size: int = 9, std: float = 2.0, **kw) -> Blur:

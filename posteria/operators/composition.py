@@ -17,12 +17,16 @@ class Composition(Operator):
     """
 
     def __new__(cls, outer: Operator | None = None, inner: Operator | None = None) -> Composition:
-        # No arguments when copy/pickle rebuild an instance: keep the class being rebuilt.
-        if cls is Composition and outer is not None and inner is not None and outer.linear and inner.linear:
+        # No arguments when copy/pickle rebuild an instance: keep the class being rebuilt. Non-operators
+        # are left for __init__ to refuse.
+        if cls is Composition and all(isinstance(op, Operator) and op.linear for op in (outer, inner)):
             cls = LinearComposition
         return super().__new__(cls)
 
     def __init__(self, outer: Operator, inner: Operator) -> None:
+        for name, op in (("outer", outer), ("inner", inner)):
+            if not isinstance(op, Operator):
+                raise PosteriaError(f"{name} must be an Operator, got {type(op).__name__}")
         if outer.event_shape != inner.measurement_shape or inner.complex_measurement:
             got = f"{inner.measurement_shape}{' complex' if inner.complex_measurement else ''}"
             raise PosteriaError(

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from posteria.errors import PosteriaError, check_positive
+from posteria.errors import PosteriaError, check_count, check_shape
 from posteria.operators.base import LinearOperator
 from posteria.operators.noise_models import NoiseModel
 from posteria.operators.svd import DenseSVD, ImplicitSVD
@@ -17,7 +17,8 @@ class MatrixOperator(LinearOperator):
     """``y = A flat(x)`` for a dense ``(m, D)`` matrix: (B, *shape) -> (B, m), ``shape`` default ``(D,)``.
 
     Adjoint ``A^T``; SVD exact (computed once in float64 at construction: build the operator in the
-    dtype you will use it in, e.g. pass a float64 ``A`` for float64 work); ``pinv`` through it.
+    dtype you will use it in, e.g. pass a float64 ``A`` for float64 work); ``pinv`` through it. An integer
+    or boolean ``A`` is taken in the default float dtype; a complex one is refused.
     ``V`` is stored as Householder reflectors (:class:`~posteria.operators.svd.DenseSVD`), never D x D.
     """
 
@@ -29,9 +30,13 @@ class MatrixOperator(LinearOperator):
         shape: tuple[int, ...] | None = None,
     ) -> None:
         A = torch.as_tensor(A)
-        if A.dim() != 2 or A.is_complex() or not bool(torch.isfinite(A).all()):
+        if A.is_complex():
+            raise PosteriaError(f"A must be a real matrix (complex ones are not supported), got {A.dtype}")
+        if not A.is_floating_point():  # else the SVD, cast back to A's dtype, would be truncated to integers
+            A = A.to(torch.get_default_dtype())
+        if A.dim() != 2 or A.numel() == 0 or not bool(torch.isfinite(A).all()):
             raise PosteriaError(f"A must be a finite real 2-D matrix (m, D), got shape {tuple(A.shape)}")
-        shape = (A.shape[1],) if shape is None else tuple(shape)
+        shape = (A.shape[1],) if shape is None else check_shape("shape", shape)
         if math.prod(shape) != A.shape[1]:
             raise PosteriaError(f"shape {shape} must have prod(shape) = D = {A.shape[1]} entries")
         super().__init__(shape, (A.shape[0],), sigma_y, noise)
@@ -64,7 +69,6 @@ class RandomProjection(MatrixOperator):
         sigma_y: float = 0.0,
         noise: NoiseModel | None = None,
     ) -> None:
-        check_positive("m", m)
-        D = math.prod(shape)
-        A = torch.randn(int(m), D, generator=generator, dtype=torch.float64) / math.sqrt(m)
+        m, D = check_count("m", m), math.prod(check_shape("shape", shape))
+        A = torch.randn(m, D, generator=generator, dtype=torch.float64) / math.sqrt(m)
         super().__init__(A.to(torch.get_default_dtype()), sigma_y, noise, shape)

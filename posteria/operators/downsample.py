@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from posteria.errors import PosteriaError
+from posteria.errors import PosteriaError, check_count, check_shape
 from posteria.operators.base import LinearOperator
 from posteria.operators.noise_models import NoiseModel
 from posteria.operators.svd import ImplicitSVD, pad_to
@@ -38,10 +38,9 @@ class Downsample(LinearOperator):
     def __init__(
         self, shape: tuple[int, ...], factor: int, sigma_y: float = 0.0, noise: NoiseModel | None = None
     ) -> None:
-        shape = tuple(shape)
-        if len(shape) < 2 or int(factor) < 1 or shape[-1] % factor or shape[-2] % factor:
+        shape, self.factor = check_shape("shape", shape), check_count("factor", factor)
+        if len(shape) < 2 or shape[-1] % self.factor or shape[-2] % self.factor:
             raise PosteriaError(f"factor must be >= 1 and divide H and W of shape {shape}, got {factor!r}")
-        self.factor = int(factor)
         low = (*shape[:-2], shape[-2] // self.factor, shape[-1] // self.factor)
         super().__init__(shape, low, sigma_y, noise)
         self.register_buffer("basis", _block_basis(self.factor**2, torch.get_default_dtype()))

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from posteria.errors import PosteriaError, check_positive
+from posteria.errors import PosteriaError, check_count, check_positive
 
 
 def _grid(H: int, W: int) -> torch.Tensor:
@@ -49,7 +49,7 @@ def cartesian_mask(
 
 def radial_mask(H: int, W: int, n_spokes: int) -> torch.Tensor:
     """``n_spokes`` lines through the centre at angles ``pi i / n_spokes``, rasterised to nearest pixels."""
-    check_positive("n_spokes", n_spokes)
+    n_spokes = check_count("n_spokes", n_spokes)
     R = max(H, W)
     t = torch.arange(-2 * R, 2 * R + 1, dtype=torch.float64) / 2
     theta = math.pi * torch.arange(n_spokes, dtype=torch.float64) / n_spokes

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 
-from posteria.errors import PosteriaError, check_choice, check_count, check_positive
+from posteria.errors import PosteriaError, check_choice, check_count, check_positive, check_shape
 from posteria.operators.base import LinearOperator
 from posteria.operators.noise_models import NoiseModel
 from posteria.operators.svd import ImplicitSVD, pad_to
@@ -20,9 +21,23 @@ def _spatial(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 def _image_axes(shape: tuple[int, ...]) -> tuple[int, int]:
     """``(H, W)`` of an image event shape ``(..., H, W)``; raise for vectors."""
-    if len(shape) < 2:
+    if len(check_shape("shape", shape)) < 2:
         raise PosteriaError(f"shape must be an image shape (..., H, W), got {tuple(shape)}")
     return int(shape[-2]), int(shape[-1])
+
+
+def _box_center(center: tuple[int, int] | None, H: int, W: int) -> tuple[int, int]:
+    """``center`` as a pixel ``(i, j)`` of the ``H x W`` image (default the middle), else one line."""
+    if center is None:
+        return H // 2, W // 2
+    try:
+        ci, cj = map(operator.index, center)  # integers only: a fractional centre cannot slice
+        inside = 0 <= ci < H and 0 <= cj < W
+    except (TypeError, ValueError):  # not a pair of integers
+        inside = False
+    if not inside:
+        raise PosteriaError(f"center must lie in the {H}x{W} image as integers (i, j), got {center!r}")
+    return ci, cj
 
 
 def _full_mask(mask: torch.Tensor, shape: tuple[int, ...] | None) -> torch.Tensor:
@@ -76,7 +91,7 @@ class Mask(LinearOperator):
         check_positive("fraction_kept", fraction_kept)
         if fraction_kept > 1:
             raise PosteriaError(f"fraction_kept must lie in (0, 1], got {fraction_kept!r}")
-        n = math.prod(_spatial(shape))
+        n = math.prod(_spatial(check_shape("shape", shape)))
         chosen = torch.randperm(n, generator=generator)[: max(1, round(fraction_kept * n))]
         mask = torch.zeros(n, dtype=torch.bool)
         mask[chosen] = True
@@ -86,10 +101,7 @@ class Mask(LinearOperator):
     def box(cls, shape: tuple[int, ...], size: int, center: tuple[int, int] | None = None, **kw) -> Mask:
         """Hide a ``size x size`` box (clipped to the image) centred at ``center`` (default the middle)."""
         H, W = _image_axes(shape)
-        size = check_count("size", size)
-        ci, cj = (H // 2, W // 2) if center is None else center
-        if not (0 <= ci < H and 0 <= cj < W):
-            raise PosteriaError(f"center must lie in the {H}x{W} image, got {center!r}")
+        size, (ci, cj) = check_count("size", size), _box_center(center, H, W)
         mask = torch.ones(H, W, dtype=torch.bool)
         i0, j0 = ci - size // 2, cj - size // 2
         mask[max(i0, 0) : max(i0 + size, 0), max(j0, 0) : max(j0 + size, 0)] = False
@@ -116,7 +128,8 @@ class Mask(LinearOperator):
         return self.to_image(y)
 
     def to_image(self, y: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
-        """Scatter kept values into an image ``(B, *shape)``, holes set to ``fill``."""
+        """Scatter kept values ``(B, m)`` into an image ``(B, *shape)``, holes set to ``fill``."""
+        self._expect_shape("y", y, self.measurement_shape)
         out = torch.full((y.shape[0], self.signal_dim), fill, dtype=y.dtype, device=y.device)
         out[:, self.kept] = y
         return out.reshape(y.shape[0], *self.event_shape)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from posteria.errors import PosteriaError
+from posteria.errors import PosteriaError, check_shape
 from posteria.operators import kspace
 from posteria.operators.base import LinearOperator
 from posteria.operators.fourier import (
@@ -48,7 +48,7 @@ class SubsampledFourier(LinearOperator):
         sigma_y: float = 0.0,
         noise: NoiseModel | None = None,
     ) -> None:
-        mask, shape = torch.as_tensor(mask), tuple(shape)
+        mask, shape = torch.as_tensor(mask), check_shape("shape", shape)
         if len(shape) < 2:
             raise PosteriaError(f"shape must be an image shape (..., H, W), got {shape}")
         if tuple(mask.shape) != shape[-2:]:
@@ -107,6 +107,7 @@ class SubsampledFourier(LinearOperator):
 
     def to_kspace(self, y: torch.Tensor) -> torch.Tensor:
         """Zero-filled k-space ``M^T y``: (B, ..., m) -> (B, ..., H, W) complex, centred layout."""
+        self._expect_shape("y", y, self.measurement_shape)
         return torch.fft.fftshift(self._zero_fill(y), dim=(-2, -1))
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:

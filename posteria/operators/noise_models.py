@@ -57,6 +57,13 @@ class NoiseModel:
         raise PosteriaError(f"{self!r} has no Gaussian approximation of its likelihood")
 
 
+def check_noise_model(noise: object) -> NoiseModel:
+    """``noise`` if it is a :class:`NoiseModel`, else one line (a number here means ``sigma_y``)."""
+    if not isinstance(noise, NoiseModel):
+        raise PosteriaError(f"noise must be a NoiseModel (GaussianNoise, PoissonNoise), got {noise!r}")
+    return noise
+
+
 class GaussianNoise(NoiseModel):
     """Additive white Gaussian noise ``y = mean + sigma_y * w``, ``w ~ N(0, I)``.
 
@@ -69,7 +76,8 @@ class GaussianNoise(NoiseModel):
     gaussian_approximation = True
 
     def __init__(self, sigma_y: float = 0.0) -> None:
-        self.sigma_y = float(check_positive("sigma_y", float(sigma_y), allow_zero=True))
+        # checked before float(): that turns "0.1" into a number and None into a TypeError
+        self.sigma_y = float(check_positive("sigma_y", sigma_y, allow_zero=True))
 
     def sample(self, mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.sigma_y == 0:
@@ -108,7 +116,7 @@ class PoissonNoise(NoiseModel):
     gaussian_approximation = True
 
     def __init__(self, rate: float) -> None:
-        self.rate = float(check_positive("rate", float(rate)))
+        self.rate = float(check_positive("rate", rate))
 
     def _intensity(self, mean: torch.Tensor) -> torch.Tensor:
         if mean.is_complex():
@@ -116,10 +124,23 @@ class PoissonNoise(NoiseModel):
         return (self.rate * (mean + 1) / 2).clamp_min(0)
 
     def sample(self, mean: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``y = 2 k / rate - 1``, ``k ~ Poisson(lam)``: (B, *measurement) -> same.
+
+        ``torch.poisson`` consumes as many random numbers as its rates ask for, so one draw for the batch
+        would make sample ``i``'s noise depend on the other samples' values. Instead one seed per sample
+        is drawn from ``generator`` (a fixed count) and sample ``i`` counts from a generator of its own.
+        Drawn on the generator's device, so a CPU generator also serves CUDA measurements.
+        """
         lam = self._intensity(mean)
         device = generator.device if generator is not None else lam.device
-        counts = torch.poisson(lam.to(device), generator=generator).to(lam.device)
-        return 2 * counts / self.rate - 1
+        seeds = torch.randint(0, 2**62, (lam.shape[0],), generator=generator, device=device).tolist()
+        counts = torch.stack(
+            [
+                torch.poisson(rates.to(device), generator=torch.Generator(device).manual_seed(seed))
+                for rates, seed in zip(lam, seeds, strict=True)
+            ]
+        )
+        return 2 * counts.to(lam.device) / self.rate - 1
 
     def log_likelihood(self, y: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
         lam = flat(self._intensity(mean))

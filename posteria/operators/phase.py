@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from posteria.errors import PosteriaError
+from posteria.errors import PosteriaError, check_positive, check_shape
 from posteria.operators.base import Operator
 from posteria.operators.fourier import fft2c
 from posteria.operators.noise_models import NoiseModel
@@ -30,8 +30,8 @@ class PhaseRetrieval(Operator):
         sigma_y: float = 0.0,
         noise: NoiseModel | None = None,
     ) -> None:
-        shape = tuple(shape)
-        if len(shape) < 2 or not oversampling >= 1:
+        shape = check_shape("shape", shape)
+        if len(shape) < 2 or check_positive("oversampling", oversampling) < 1:  # finite: ceil(inf) overflows
             raise PosteriaError(
                 f"oversampling must be >= 1 on an image shape, got {oversampling!r} for {shape}"
             )

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable
 
 import torch
 
-from posteria.errors import PosteriaError, check_choice, check_count, check_positive
+from posteria.errors import PosteriaError, check_choice, check_positive, check_shape
 from posteria.operators import kspace
 from posteria.operators.base import Operator
 from posteria.operators.blur import Blur
@@ -16,7 +16,7 @@ from posteria.operators.downsample import Downsample
 from posteria.operators.identity import Identity
 from posteria.operators.mask import Mask
 from posteria.operators.mri import SubsampledFourier
-from posteria.operators.noise_models import NoiseModel, PoissonNoise
+from posteria.operators.noise_models import NoiseModel, PoissonNoise, check_noise_model
 from posteria.operators.phase import PhaseRetrieval
 
 Shape = tuple[int, ...]
@@ -27,6 +27,17 @@ def _kernel_size(shape: Shape) -> int:
     """9, or the largest odd size that fits the image."""
     side = min(shape[-2:])
     return min(9, side if side % 2 else side - 1)
+
+
+def _box(shape: Shape, sigma_y: float) -> Mask:
+    """Hide the central box of half the shorter side: one line, in the user's terms, for an image too small
+    to hold one (the box's size is not theirs to fix)."""
+    size = min(shape[-2:]) // 2
+    if size < 1:
+        raise PosteriaError(
+            f"the image {shape} is too small for the box of 'inpaint-box': H and W must be >= 2"
+        )
+    return Mask.box(shape, size=size, sigma_y=sigma_y)
 
 
 def _first_mask(masks: Iterable[torch.Tensor], fraction: float) -> torch.Tensor:
@@ -99,8 +110,7 @@ PIXEL_OPERATORS = ("denoise", "inpaint-box", "inpaint-random", "inpaint-half", U
 
 def _check_noise(noise: NoiseModel, name: str) -> NoiseModel:
     """``noise`` if it is a noise model that operator ``name`` can carry, else one line."""
-    if not isinstance(noise, NoiseModel):
-        raise PosteriaError(f"noise must be a NoiseModel (GaussianNoise, PoissonNoise), got {noise!r}")
+    check_noise_model(noise)
     if isinstance(noise, PoissonNoise) and name not in PIXEL_OPERATORS:
         raise PosteriaError(
             f"Poisson noise (--poisson) counts photons of pixel values in [-1, 1]; operator {name!r} does "
@@ -113,7 +123,7 @@ def _check_noise(noise: NoiseModel, name: str) -> NoiseModel:
 #: the generator. Boxes hide the central half of the side; random inpainting keeps 30% (DPS: 70% missing).
 OPERATORS: dict[str, Factory] = {
     "denoise": lambda shape, s, g: Identity(shape, sigma_y=s),
-    "inpaint-box": lambda shape, s, g: Mask.box(shape, size=min(shape[-2:]) // 2, sigma_y=s),
+    "inpaint-box": lambda shape, s, g: _box(shape, s),
     "inpaint-random": lambda shape, s, g: Mask.random(shape, 0.3, generator=g, sigma_y=s),
     "inpaint-half": lambda shape, s, g: Mask.half(shape, "right", sigma_y=s),
     "sr2": lambda shape, s, g: Downsample(shape, 2, sigma_y=s),
@@ -150,7 +160,7 @@ def get_operator(
     """
     check_choice("operator", name, [*OPERATORS, *USER_OPERATORS])
     check_positive("sigma_y", sigma_y, allow_zero=True)
-    event_shape = tuple(check_count("event_shape entry", n) for n in event_shape)
+    event_shape = check_shape("event_shape", event_shape)
     if name not in ("denoise", "cs25", "cs10", USER_MATRIX) and len(event_shape) < 2:
         raise PosteriaError(f"operator {name!r} needs an image shape (..., H, W), got {event_shape}")
     arrays = {"mask": mask, "kernel": kernel, "matrix": matrix}

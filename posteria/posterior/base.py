@@ -292,10 +292,8 @@ def solve_in_batches(
     """:func:`solve` on ``batch_size`` measurements at a time. Sample ``j`` of measurement ``i`` draws from
     stream ``i n + j`` of one base seed, and no method couples measurements, so the samples do not depend
     on ``batch_size``."""
-    operator.check_measurement(y)  # all of y, before a first batch runs
+    operator.check_measurement(y)  # all of y (at least one measurement), before a first batch runs
     n = check_count("n", n)  # an int: numpy integers would reach the samplers' shape checks
-    if y.shape[0] == 0:
-        raise PosteriaError("y must hold at least one measurement, got a batch of 0")
     size = y.shape[0] if batch_size is None else check_count("batch_size", batch_size)
     base, event = draw_base_seed(generator), operator.event_shape
     samples, runners, seconds = [], [], 0.0
