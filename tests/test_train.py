@@ -14,6 +14,7 @@ from torch import nn
 
 import posteria as pa
 from posteria.data import load_dataset, ring_of_gaussians
+from posteria.devices import resolve_device
 from posteria.denoisers.parameterisation import EDMDenoiser, EpsilonDenoiser, VDenoiser, X0Denoiser
 from posteria.errors import PosteriaError
 from posteria.nn import MLP, MLPConfig
@@ -109,6 +110,20 @@ def test_resume_rejects_a_different_architecture(tmp_path, ring_data):
     other = mlp_config(tmp_path, steps=2, backbone={"features": 2, "hidden": 16, "layers": 2})
     with pytest.raises(PosteriaError, match="different backbone"):
         new_trainer(other, ring_data).resume(tmp_path / "checkpoint")
+
+
+def test_device_names(tmp_path, ring_data):
+    """``auto`` trains where torch sees a GPU, else on the CPU; a device that is not there, or not a
+    device, is one line when the run is set up (not at its first step)."""
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto").type == expected and resolve_device("cpu") == torch.device("cpu")
+    assert new_trainer(mlp_config(tmp_path), ring_data).denoiser.reference.device.type == expected
+    for bad in ("gpu", "mps", "", 3):
+        with pytest.raises(PosteriaError, match="device must be one of auto, cpu, cuda, cuda:N"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(PosteriaError, match="'cuda' is not available"):
+            new_trainer(mlp_config(tmp_path, device="cuda"), ring_data)
 
 
 def test_initial_weights_follow_config_seed(tmp_path, ring_data):

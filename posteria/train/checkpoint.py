@@ -27,8 +27,8 @@ from posteria.io import atomic_write_bytes, atomic_write_text
 
 
 def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None):
-    """Write a safetensors file atomically (tensors made contiguous and detached)."""
-    tensors = {k: v.detach().contiguous() for k, v in tensors.items()}
+    """Write a safetensors file atomically (tensors detached, on the CPU and contiguous)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write_bytes(path, save(tensors, metadata=metadata))
 
 

@@ -43,6 +43,9 @@ class TrainConfig:
     seed: int = 0
     init: str = ""
     out: str = "runs/train"
+    #: Where to train (:func:`posteria.devices.resolve_device`). Random numbers are drawn on the CPU
+    #: whatever the device, so a GPU run sees the same batches, times and noise as a CPU run.
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from posteria.denoisers.parameterisation import ParameterisedDenoiser, parameterise
+from posteria.devices import resolve_device
 from posteria.errors import PosteriaError
 from posteria.nn import build_backbone
 from posteria.noise import get_schedule
@@ -67,11 +68,11 @@ def step_generator(seed: int, step: int) -> torch.Generator:
 def draw_batch(data: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig, g: torch.Generator):
     """A batch of training examples (with replacement) and, for a class-conditional backbone, labels
     of which a fraction ``label_dropout`` is replaced by -1 ("no class", for classifier-free guidance)."""
-    index = torch.randint(0, data.shape[0], (config.batch_size,), generator=g)
+    index = torch.randint(0, data.shape[0], (config.batch_size,), generator=g).to(data.device)
     if labels is None or not config.backbone.get("num_classes"):
         return data[index], {}
     y = labels[index].clone()
-    y[torch.rand(y.shape, generator=g) < config.label_dropout] = -1
+    y[(torch.rand(y.shape, generator=g) < config.label_dropout).to(y.device)] = -1
     return data[index], {"labels": y}
 
 
@@ -81,10 +82,12 @@ class Trainer:
     def __init__(self, config: TrainConfig, data: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         if data.shape[0] == 0:
             raise PosteriaError("training data is empty")
-        self.config, self.data, self.labels = config, data, labels
+        self.device = resolve_device(config.device)
+        self.config, self.data = config, data.to(self.device)
+        self.labels = None if labels is None else labels.to(self.device)
         with torch.random.fork_rng(devices=[]):  # initial weights follow config.seed, not global state
             torch.manual_seed(config.seed)
-            self.denoiser = build_denoiser(config, tuple(data.shape[1:]))
+            self.denoiser = build_denoiser(config, tuple(data.shape[1:])).to(self.device)
         self.meta: dict[str, object] = {"wall_time_s": 0.0, "command": ""}
         self.ema = EMA(self.denoiser, config.ema_decay)
         self.optimizer = torch.optim.AdamW(

@@ -53,8 +53,9 @@ class DenoisingLoss:
         self, denoiser: Denoiser, x: torch.Tensor, generator: torch.Generator, **cond
     ) -> torch.Tensor:
         schedule = denoiser.schedule
-        t = sample_times(schedule, x.shape[0], self.time_sampling, generator).to(x.dtype)
-        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        # drawn on the generator's device (the CPU) and moved: the same numbers on any device
+        t = sample_times(schedule, x.shape[0], self.time_sampling, generator).to(x)
+        eps = torch.randn(x.shape, generator=generator, dtype=x.dtype).to(x.device)
         alpha, sigma = schedule(t)
         x_t = expand_like(alpha, x) * x + expand_like(sigma, x) * eps
         weight = loss_weight(self.weighting, alpha, sigma, getattr(denoiser, "sigma_data", 0.5))
