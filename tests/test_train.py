@@ -14,8 +14,8 @@ from torch import nn
 
 import posteria as pa
 from posteria.data import load_dataset, ring_of_gaussians
-from posteria.devices import resolve_device
 from posteria.denoisers.parameterisation import EDMDenoiser, EpsilonDenoiser, VDenoiser, X0Denoiser
+from posteria.devices import resolve_device
 from posteria.errors import PosteriaError
 from posteria.nn import MLP, MLPConfig
 from posteria.noise import VE, VPLinear
