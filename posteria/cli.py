@@ -224,6 +224,9 @@ def solve(
         if reference is not None:
             save_exact_posterior(reference, stage)
         save_json(metrics, stage / "metrics.json")
+    if reference is None:  # an earlier solve's exact posterior would read as this run's
+        for stale in ("exact_mean.png", "exact_std.png"):
+            (Path(out) / stale).unlink(missing_ok=True)
     typer.echo(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items()))
 
 
@@ -683,20 +686,29 @@ def _numbers(name: str, text: str, integer: bool = False) -> tuple:
 
 
 def _options(items: list[str] | None) -> dict[str, object]:
-    """``--set key=value`` items as keyword options; a value is read as a TOML literal (``1``, ``0.5``,
-    ``true``, ``"text"``) and otherwise kept as the word it is (``--set sampler=ddim``)."""
-    import tomllib
-
+    """``--set key=value`` items as keyword options (values as :func:`_option_value` reads them)."""
     options: dict[str, object] = {}
     for item in items or []:
         key, sep, text = (part.strip() for part in item.partition("="))
         if not sep or not key.isidentifier() or not text:
             raise PosteriaError(f"--set {item!r}: expected key=value, e.g. --set eta=1.0")
-        try:
-            options[key] = tomllib.loads(f"value = {text}")["value"]
-        except tomllib.TOMLDecodeError:
-            options[key] = text
+        options[key] = _option_value(text)
     return options
+
+
+def _option_value(text: str) -> object:
+    """A TOML literal (``1``, ``0.5``, ``true``, ``"text"``, ``[-1, 1]``); the defaults as ``posteria
+    methods`` prints them, ``None`` and a tuple ``(-1.0, 1.0)``; otherwise the word itself (``ddim``)."""
+    import tomllib
+
+    if text in ("None", "none", "null"):
+        return None
+    bracketed = text.startswith("(") and text.endswith(")")
+    try:
+        value = tomllib.loads(f"value = {'[' + text[1:-1] + ']' if bracketed else text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text
+    return tuple(value) if bracketed else value
 
 
 def _method_options(
@@ -740,18 +752,30 @@ def _choices(name: str, text: str, known: list[str]) -> tuple[str, ...]:
     return tuple(check_choice(name, item.strip(), known) for item in text.split(","))
 
 
+def _one_line(message: str, status: int) -> None:
+    typer.echo(f"error: {message}".replace("\n", " "), err=True)
+    sys.exit(status)
+
+
 def main() -> None:
-    """Console entry point: run the app, reporting bad input as one line."""
+    """Console entry point: run the app, reporting bad input, unwritable output and a usage error (a
+    missing or malformed option) as one line and exit status 2."""
     try:
-        app()  # standalone: click prints its own usage errors and exits 2
+        status = app(standalone_mode=False)  # the parser's errors reach us instead of its boxed text
     except PosteriaError as e:
-        typer.echo(f"error: {e}", err=True)
-        sys.exit(2)
+        _one_line(str(e), 2)
+    except OSError as e:  # a full disk, a file system that refuses writes, a file that vanished
+        _one_line(f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else ""), 2)
     except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises a RuntimeError
         if not isinstance(e, MemoryError) and "alloc" not in str(e):
             raise
-        typer.echo("error: out of memory: ask for fewer steps, samples or digits", err=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
+        _one_line("out of memory: ask for fewer steps, samples or digits", 2)
+    except (KeyboardInterrupt, typer.Abort):
         typer.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as e:
+        # the parser's own errors (typer's vendored click: a missing option, a word given for a number)
+        if not callable(getattr(e, "format_message", None)):
+            raise
+        _one_line(e.format_message(), getattr(e, "exit_code", 2))
+    sys.exit(status if isinstance(status, int) else 0)

@@ -111,8 +111,12 @@ def check_output_folder(path: str | os.PathLike[str]) -> Path:
     if not existing.is_dir():
         what = "is a file" if existing == folder else f"is under the file {str(existing)!r}"
         raise PosteriaError(f"out {str(folder)!r} {what}; expected a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise PosteriaError(f"out {str(folder)!r}: cannot write into {str(existing)!r}")
+    try:  # a file created and deleted: os.access says yes to root and on read-only file systems
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        reason = f"cannot write into {str(existing)!r} ({err.strerror})"
+        raise PosteriaError(f"out {str(folder)!r}: {reason}") from None
     return folder
 
 
@@ -187,11 +191,23 @@ def _open_pil(path: Path) -> Image.Image:
         raise PosteriaError(f"cannot read image file {str(path)!r}: {err}".replace("\n", " ")) from err
 
 
-def _to_mode(img: Image.Image, channels: int) -> Image.Image:
-    """Convert to 8-bit grayscale ("L") or RGB; 16-bit grayscale is scaled down to 8 bits first."""
-    if img.mode.startswith("I"):  # I, I;16, I;16B: PIL's convert("L") would clip instead of scale
+def _to_mode(img: Image.Image, channels: int, path: Path) -> Image.Image:
+    """Convert to 8-bit grayscale ("L") or RGB. 16-bit grayscale is scaled down to 8 bits first, and
+    floating-point grayscale ("F", a TIFF) read as [0, 1] (or [0, 255] when it goes above 1): PIL's
+    convert("L") would clip both, turning a [0, 1] float image black."""
+    if img.mode.startswith("I"):  # I, I;16, I;16B
         arr = np.asarray(img).astype(np.float64)
         img = Image.fromarray(np.clip(np.round(arr / 257.0), 0, 255).astype(np.uint8))
+    elif img.mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        low, high = (float(arr.min()), float(arr.max())) if arr.size else (0.0, 0.0)
+        if not (math.isfinite(low) and math.isfinite(high) and low >= 0 and high <= 255):
+            raise PosteriaError(
+                f"image file {str(path)!r} holds floating-point values in [{low:g}, {high:g}]; "
+                "expected [0, 1] or [0, 255]"
+            )
+        arr = arr * 255.0 if high <= 1 else arr
+        img = Image.fromarray(np.round(arr).astype(np.uint8))
     return img.convert("L" if channels == 1 else "RGB")
 
 
@@ -217,7 +233,7 @@ def read_image(
     """
     _check_channels(channels)
     hw = _image_size(size)
-    img = _to_mode(_open_pil(Path(path)), channels)
+    img = _to_mode(_open_pil(Path(path)), channels, Path(path))
     if hw is not None and img.size != (hw[1], hw[0]):
         img = img.resize((hw[1], hw[0]), Image.Resampling.BICUBIC)
     return _pil_to_tensor(img)

@@ -107,6 +107,7 @@ def _as_batch(y: torch.Tensor, operator: Operator, path: Path) -> torch.Tensor:
     """``y`` as a float32 (complex64 for complex measurements) batch; one line if its shape, kind or
     values do not fit ``operator``."""
     _check_values(path, str(y.dtype).removeprefix("torch."), y.is_floating_point() or y.is_complex())
+    found = tuple(y.shape)  # as the file has it, for the message
     if y.dim() == len(operator.measurement_shape):
         y = y[None]
     if y.is_complex() != operator.complex_measurement:
@@ -116,7 +117,7 @@ def _as_batch(y: torch.Tensor, operator: Operator, path: Path) -> torch.Tensor:
         )
     if tuple(y.shape[1:]) != operator.measurement_shape or y.shape[0] == 0:
         raise PosteriaError(
-            f"--measurement {str(path)!r} has shape {tuple(y.shape)}; operator {operator.name!r} expects "
+            f"--measurement {str(path)!r} has shape {found}; operator {operator.name!r} expects "
             f"{shape_text(operator.measurement_shape)}"
         )
     y = y.to(torch.complex64 if y.is_complex() else torch.float32)

@@ -50,9 +50,9 @@ class Restoration:
 
     def metrics(self, operator: Operator) -> dict[str, float | None]:
         """PSNR and SSIM of the posterior mean and of single samples (if the truth is known), the mean
-        data consistency of the samples, NFE and seconds per measurement."""
+        data consistency of the samples, NFE, and the seconds of sampling, in all and per measurement."""
         flat = self.samples.flatten(0, 1)
-        out = {"method": self.method, "nfe": self.nfe, "vjps": self.vjps,
+        out = {"method": self.method, "nfe": self.nfe, "vjps": self.vjps, "seconds": self.seconds,
                "seconds_per_image": self.seconds / self.y.shape[0]}  # fmt: skip
         if self.truth is not None:
             truth_rep = self.truth.repeat_interleave(self.samples.shape[1], dim=0)
@@ -107,10 +107,14 @@ def measure(operator: Operator, x: torch.Tensor, seed: int = 0) -> torch.Tensor:
     return torch.cat([operator.measure(x[i : i + 1], g) for i, g in enumerate(streams)])
 
 
-def measurement_image(operator: Operator, y: torch.Tensor) -> torch.Tensor | None:
-    """What a person can look at of ``y`` in image space: ``A^+ y`` for a linear operator (the zero-
-    filled image for masks and MRI, the upsampled one for super-resolution), None otherwise."""
-    return operator.pinv(y).real if operator.linear else None
+def measurement_image(operator: Operator, y: torch.Tensor) -> tuple[torch.Tensor | None, str]:
+    """What a person can look at of ``y`` in image space, and its title: ``y`` itself when it is a picture
+    of the signal's size (denoising, blur: their ``A^+ y`` would amplify the noise by ``1 / s_min``),
+    ``A^+ y`` for another linear operator (the zero-filled image for masks and MRI, the upsampled one for
+    super-resolution), None otherwise."""
+    if operator.picture == "image" and operator.measurement_shape == operator.event_shape:
+        return y, "y"
+    return (operator.pinv(y).real if operator.linear else None), "y (A+ y)"
 
 
 def fourier_magnitude_image(y: torch.Tensor) -> torch.Tensor:
@@ -233,7 +237,7 @@ def save_restoration(result: Restoration, operator: Operator, out: Path) -> None
     save_tensors(tensors, out / "result.safetensors", **header)
     rows, titles = panel_rows(result, operator)
     image_rows(rows, out / "panels.png", titles)
-    seen = measurement_image(operator, result.y)
+    seen, _ = measurement_image(operator, result.y)
     if seen is None and result.y.dim() == 4:  # phase retrieval: magnitudes of an oversampled DFT
         seen = fourier_magnitude_image(result.y)
     if seen is not None:
@@ -257,7 +261,7 @@ def save_exact_posterior(reference: ExactReference, out: Path) -> None:
 def panel_rows(result: Restoration, operator: Operator) -> tuple[dict[str, torch.Tensor], list[str]]:
     """Rows of a figure, one per measurement: truth, measurement, samples, mean, standard deviation
     (the latter stretched to [-1, 1] by its maximum so that it is visible), with column titles."""
-    seen = measurement_image(operator, result.y)
+    seen, seen_title = measurement_image(operator, result.y)
     std = result.std
     std_img = 2 * std / std.flatten(1).amax(1).clamp_min(1e-8).reshape(-1, *[1] * (std.dim() - 1)) - 1
     rows, titles = {}, []
@@ -266,6 +270,6 @@ def panel_rows(result: Restoration, operator: Operator) -> tuple[dict[str, torch
         cells += [] if seen is None else [seen[i]]
         cells += [*result.samples[i], result.mean[i], std_img[i]]
         rows[f"#{i}"] = torch.stack(cells)
-    titles = (["truth"] if result.truth is not None else []) + (["y (A+ y)"] if seen is not None else [])
+    titles = (["truth"] if result.truth is not None else []) + ([seen_title] if seen is not None else [])
     titles += [f"sample {j + 1}" for j in range(result.samples.shape[1])] + ["mean", "std"]
     return rows, titles

@@ -341,6 +341,8 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
         (["--test-digits", "0"], "test_digits must be a positive integer, got 0"),
         (["--test-digits", "100000"], "test_digits must be at most"),
         (["--seed", "-1"], "seed must be an integer in [0, 2**63), got -1"),
+        (["--samples", "abc"], "Invalid value for '--samples'"),
+        (["--method", "tds", "--samples", "2", "--set", "particles=3"], "particles=3 must divide the n = 2"),
     ],
     ids=[
         "negative-sigma",
@@ -357,6 +359,8 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
         "no-digits",
         "too-many-digits",
         "seed",
+        "parser",
+        "particles",
     ],
 )
 def test_solve_bad_input_is_one_line(tmp_path, tiny_prior, monkeypatch, capsys, args, expected):
@@ -380,6 +384,41 @@ def test_solve_refuses_an_out_that_is_a_file_before_sampling(tmp_path, tiny_prio
     (tmp_path / "taken").write_text("")
     line = error_line(monkeypatch, capsys, "solve", "--prior", tiny_prior.folder, "--out", tmp_path / "taken")
     assert line == f"error: out '{tmp_path / 'taken'}' is a file; expected a folder"
+
+
+def test_solve_refuses_an_out_it_cannot_write_before_sampling(tmp_path, tiny_prior, monkeypatch, capsys):
+    """A folder that the permission bits allow but that refuses files (root on a read-only file system,
+    /proc) is found by writing a file there, not by os.access, and before the run."""
+    import posteria.io
+
+    def refused(*_: object, **__: object) -> None:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(posteria.io.tempfile, "TemporaryFile", refused)
+    line = error_line(monkeypatch, capsys, "solve", "--prior", tiny_prior.folder, "--out", tmp_path / "ro")
+    assert line == f"error: out '{tmp_path / 'ro'}': cannot write into '{tmp_path}' (Read-only file system)"
+
+
+def test_a_missing_option_is_one_line(monkeypatch, capsys):
+    assert error_line(monkeypatch, capsys, "solve") == "error: Missing option '--out'."
+
+
+def test_set_reads_the_defaults_as_methods_prints_them():
+    from posteria.cli import _options
+
+    assert _options(["eta=None", "bounds=(-1.0, 1.0)", "sampler=ddim", "steps=[1, 2]"]) == {
+        "eta": None, "bounds": (-1.0, 1.0), "sampler": "ddim", "steps": [1, 2]}  # fmt: skip
+
+
+def test_solve_removes_an_earlier_runs_exact_posterior_pictures(tmp_path, tiny_prior):
+    out = tmp_path / "solve"
+    out.mkdir()
+    for stale in ("exact_mean.png", "exact_std.png"):
+        (out / stale).write_bytes(b"from a run on an exact prior")
+    args = ["solve", "--prior", str(tiny_prior.folder), "--method", "ddrm", "--steps", "2",
+            "--test-digits", "1", "--samples", "1", "--out", str(out)]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert not (out / "exact_mean.png").exists() and not (out / "exact_std.png").exists()
 
 
 def test_an_empty_out_is_refused_not_read_as_the_current_folder(tmp_path, monkeypatch, capsys):

@@ -106,6 +106,20 @@ def test_read_rgba_jpeg_and_16bit(tmp_path: Path) -> None:
     assert torch.equal(read_image(tmp_path / "d.png"), torch.ones(1, 3, 5))
 
 
+def test_read_floating_point_tiffs_as_zero_to_one_or_as_bytes(tmp_path: Path) -> None:
+    """Mode "F" (float TIFF): [0, 1] is scaled, [0, 255] taken as it is, anything else refused; PIL's own
+    conversion would clip a [0, 1] image to black."""
+    ramp = np.linspace(0, 1, 12, dtype=np.float32).reshape(3, 4)
+    Image.fromarray(ramp, mode="F").save(tmp_path / "unit.tif")
+    Image.fromarray(ramp * 255, mode="F").save(tmp_path / "bytes.tif")
+    expected = torch.from_numpy(np.round(ramp * 255) / 127.5 - 1).float()[None]
+    for name in ("unit.tif", "bytes.tif"):
+        torch.testing.assert_close(read_image(tmp_path / name), expected)
+    Image.fromarray(ramp - 0.5, mode="F").save(tmp_path / "signed.tif")
+    with pytest.raises(PosteriaError, match=r"signed\.tif' holds floating-point values in \[-0\.5, 0\.5\]"):
+        read_image(tmp_path / "signed.tif")
+
+
 def test_read_missing_file(tmp_path: Path) -> None:
     with pytest.raises(PosteriaError, match=r"nope\.png.*does not exist"):
         read_image(tmp_path / "nope.png")

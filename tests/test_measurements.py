@@ -156,3 +156,20 @@ def test_solve_batch_size_changes_memory_not_samples(tmp_path, tiny_prior):
     # float32 convolutions round differently at another batch size, so equal to rounding, not bit for bit
     torch.testing.assert_close(tensors(tmp_path / "split")["samples"], tensors(tmp_path / "whole")["samples"])
     assert whole["nfe"] == split["nfe"] == 3
+
+
+def test_the_measurement_shown_is_y_where_y_is_a_picture_of_the_signal():
+    """Blur and denoising show ``y`` itself (their ``A^+ y`` amplifies the noise by ``1 / s_min``), other
+    linear operators ``A^+ y`` (zero-filled, upsampled), phase retrieval nothing."""
+    from posteria.restore import measurement_image
+
+    x = 0.5 * torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    for name in ("blur-gauss", "denoise"):
+        op = get_operator(name, (1, 8, 8), sigma_y=0.05)
+        y = op.measure(x, generator=torch.Generator().manual_seed(1))
+        shown, title = measurement_image(op, y)
+        assert shown is y and title == "y"
+    sr = get_operator("sr2", (1, 8, 8), sigma_y=0.05)
+    shown, title = measurement_image(sr, sr(x))
+    assert shown.shape == x.shape and title == "y (A+ y)"
+    assert measurement_image(get_operator("phase", (1, 8, 8)), torch.zeros(2, 1, 16, 16))[0] is None

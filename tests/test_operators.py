@@ -516,7 +516,8 @@ def test_user_kspace_mask_and_matrix_build_their_operators_and_need_their_array(
         lambda: ops.get_operator("matrix", (1, 8, 8)), r"needs a measurement matrix \(--matrix FILE\)"
     )
     _one_line_error(
-        lambda: ops.get_operator("matrix", (1, 8, 8), matrix=torch.ones(5, 63)), "= D = 63 entries"
+        lambda: ops.get_operator("matrix", (1, 8, 8), matrix=torch.ones(5, 63)),
+        "A has 63 columns; expected one per entry",
     )
     _one_line_error(
         lambda: ops.get_operator("cs25", (1, 8, 8), matrix=A), "a matrix is for operator 'matrix' only"

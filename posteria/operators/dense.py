@@ -38,7 +38,10 @@ class MatrixOperator(LinearOperator):
             raise PosteriaError(f"A must be a finite real 2-D matrix (m, D), got shape {tuple(A.shape)}")
         shape = (A.shape[1],) if shape is None else check_shape("shape", shape)
         if math.prod(shape) != A.shape[1]:
-            raise PosteriaError(f"shape {shape} must have prod(shape) = D = {A.shape[1]} entries")
+            raise PosteriaError(
+                f"A has {A.shape[1]} columns; expected one per entry of the signal's shape {shape}, "
+                f"{math.prod(shape)}"
+            )
         super().__init__(shape, (A.shape[0],), sigma_y, noise)
         self.register_buffer("matrix", A.clone())
         self.decomposition = DenseSVD(A)
