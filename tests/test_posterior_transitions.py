@@ -581,6 +581,11 @@ def test_operators_the_methods_cannot_serve() -> None:
     poisson = Mask.box((1, 8, 8), 4, noise=PoissonNoise(50.0))
     with pytest.raises(PosteriaError, match="'ddrm' needs Gaussian measurement noise"):
         solve(den, poisson, poisson(x), "ddrm", 3)
+    exact = get_operator("sr2", (1, 8, 8), sigma_y=0.0)  # DPS's likelihood step divides by sigma_y^2
+    with pytest.raises(
+        PosteriaError, match=r"'dps-squared' needs measurement noise \(sigma_y > 0\).*: .*mmps"
+    ):
+        solve(den, exact, exact(x), "dps-squared", 3)
     # DDNM+ without an SVD: one noise level sigma_y for every direction
     out = solve(den, blur_then_down, blur_then_down.measure(x), "ddnm", 4, n=2)
     assert torch.isfinite(out).all()

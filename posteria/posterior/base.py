@@ -86,6 +86,7 @@ CAPABILITIES = {
     "entries": "observations of entries of x (identity or mask)",
     "image": "an image-shaped signal (..., H, W)",
     "gaussian": "Gaussian measurement noise",
+    "noisy": "measurement noise (sigma_y > 0)",
     "gaussian-or-poisson": "Gaussian noise, or Poisson noise taken as Gaussian with its variance at y",
 }
 
@@ -126,6 +127,8 @@ def capabilities(operator: Operator) -> set[str]:
         caps.add("entries")
     if isinstance(operator.noise, GaussianNoise):
         caps.add("gaussian")
+    if not isinstance(operator.noise, GaussianNoise) or operator.noise.sigma_y > 0:
+        caps.add("noisy")
     if operator.noise.gaussian_approximation:
         caps.add("gaussian-or-poisson")
     return caps
@@ -153,16 +156,17 @@ def check_method(name: str, operator: Operator) -> Method:
 @functools.cache
 def registry_capabilities() -> dict[str, frozenset[str]]:
     """The capabilities of each operator of the registry, the user operators included (built from
-    stand-in arrays), on a (1, 28, 28) image with Gaussian noise (they depend on the operator's kind and
-    noise model, not on the image's size or the arrays)."""
+    stand-in arrays), on a (1, 28, 28) image with Gaussian noise of sigma_y = 0.05 (they depend on the
+    operator's kind and noise model, not on the image's size, the arrays or the noise level)."""
     from posteria.operators.registry import OPERATORS, USER_OPERATORS, get_operator
 
     shape = (1, 28, 28)
     arrays = {"mask": torch.ones(28, 28, dtype=torch.bool), "kernel": torch.full((3, 3), 1 / 9),
               "matrix": torch.eye(4, 784)}  # fmt: skip
-    built = {name: get_operator(name, shape) for name in OPERATORS}
+    built = {name: get_operator(name, shape, sigma_y=0.05) for name in OPERATORS}
     built |= {
-        name: get_operator(name, shape, **{key: arrays[key]}) for name, (key, _, _) in USER_OPERATORS.items()
+        name: get_operator(name, shape, sigma_y=0.05, **{key: arrays[key]})
+        for name, (key, _, _) in USER_OPERATORS.items()
     }
     return {name: frozenset(capabilities(op)) for name, op in built.items()}
 

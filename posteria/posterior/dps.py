@@ -199,7 +199,7 @@ register(
         name="dps-squared",
         summary="DPS with the Gaussian likelihood score at D(x_t), Tweedie-weighted, overshoot-limited",
         reference=REFERENCE,
-        needs=("gaussian",),
+        needs=("gaussian", "noisy"),
         build=build_dps_squared,
         options_of=guided_options(build_dps_squared),
         default_steps=1000,
