@@ -777,5 +777,7 @@ def main() -> None:
         # the parser's own errors (typer's vendored click: a missing option, a word given for a number)
         if not callable(getattr(e, "format_message", None)):
             raise
+        if not e.format_message():  # `posteria` alone: the parser has printed the help already
+            sys.exit(getattr(e, "exit_code", 2))
         _one_line(e.format_message(), getattr(e, "exit_code", 2))
     sys.exit(status if isinstance(status, int) else 0)

@@ -22,4 +22,8 @@ def resolve_device(name: str) -> torch.device:
         raise PosteriaError(f"device must be one of {', '.join(DEVICES)}, got {name!r}")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise PosteriaError(f"device {name!r} is not available: torch sees no CUDA GPU (use cpu or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise PosteriaError(
+            f"device {name!r} is not available: torch sees {torch.cuda.device_count()} GPU(s)"
+        )
     return device

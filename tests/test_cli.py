@@ -399,6 +399,28 @@ def test_solve_refuses_an_out_it_cannot_write_before_sampling(tmp_path, tiny_pri
     assert line == f"error: out '{tmp_path / 'ro'}': cannot write into '{tmp_path}' (Read-only file system)"
 
 
+def test_a_failed_write_is_one_line(tmp_path, tiny_prior, monkeypatch, capsys):
+    """A full disk (an OSError while writing results) is one line and status 2, and the folder keeps
+    nothing of the run."""
+    import posteria.train.checkpoint as checkpoint
+
+    def full_disk(*_: object) -> None:
+        raise OSError(28, "No space left on device", str(tmp_path / "s" / "metrics.json"))
+
+    monkeypatch.setattr(checkpoint, "save_json", full_disk)
+    args = ["solve", "--prior", tiny_prior.folder, "--steps", "2", "--test-digits", "1", "--samples", "1",
+            "--out", tmp_path / "s"]  # fmt: skip
+    monkeypatch.setattr(sys, "argv", ["posteria", *(str(a) for a in args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    err = capsys.readouterr().err  # the progress bar's lines, then the error
+    assert exit_info.value.code == 2 and "Traceback" not in err
+    assert (
+        err.strip().splitlines()[-1] == f"error: No space left on device ({tmp_path / 's' / 'metrics.json'})"
+    )
+    assert not (tmp_path / "s").exists()
+
+
 def test_a_missing_option_is_one_line(monkeypatch, capsys):
     assert error_line(monkeypatch, capsys, "solve") == "error: Missing option '--out'."
 

@@ -208,6 +208,14 @@ def test_proximal_step_is_the_dense_ridge_solution(kind: str, data: st.DataObjec
     _close(op.proximal(x, y, 0.0), op.projection(x, y))
 
 
+def test_proximal_step_checks_its_arguments() -> None:
+    op = ops.get_operator("inpaint-box", (1, 8, 8))
+    x = torch.zeros(3, 1, 8, 8)
+    _one_line_error(lambda: op.proximal(x, op(x)[:1], 0.5), r"y must have shape \(3, ")
+    _one_line_error(lambda: op.proximal(x, op(x), -1.0), "rho must be a finite number >= 0")
+    _one_line_error(lambda: op.proximal(x, op(x), 0.5, max_iter=1.5), "max_iter must be a positive integer")
+
+
 @pytest.mark.parametrize("name", ["cs25", "mri4"])
 def test_pinv_cg_asked_for_more_than_float32_precision_stays_at_the_answer(name: str) -> None:
     """rtol = 0 in float32 (CG past rounding walked into the null space of A^T A, to |x| ~ 1e10)."""

@@ -396,19 +396,26 @@ def test_noiseless_measurements_are_fitted_in_float32(one_thread: None, method: 
     assert float(x.abs().max()) < 3 and residual < (1e-5 if method == "mmps" else 0.5), residual
 
 
-@pytest.mark.parametrize("method", ["mmps", "pigdm"])
-def test_noiseless_rank_deficient_matrix_gives_the_posterior_mean(float64: None, method: str) -> None:
-    """A rank-2 (4, 8) matrix at ``sigma_y = 0``: its round-off singular values are cut as DDRM's are, so
-    the samples' mean is near the exact posterior's (PiGDM's closed form once divided by them: samples
-    up to 110). Measured: distance MMPS 0.01, PiGDM 0.07, against 2.3 for the prior mean."""
-    p = problem()
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("method", ["mmps", "pigdm", "ddrm"])
+def test_noiseless_rank_deficient_matrix_gives_the_posterior_mean(
+    one_thread: None, method: str, dtype: torch.dtype
+) -> None:
+    """A rank-2 (4, 8) matrix at ``sigma_y = 0``: its round-off singular values (~1e-7 of the largest in
+    float32) are cut as DDRM's are, in the operator's precision, so the samples' mean is near the exact
+    posterior's as DDRM's is (once: MMPS 5e8 away in float32, PiGDM 11 in float64). Measured distance
+    (float64 / float32): MMPS 0.06 / 0.06, PiGDM 0.18 / 0.18, DDRM 0.27 / 0.21; the prior mean's: 3.0."""
+    p = problem(dtype=dtype)
     g = torch.Generator().manual_seed(3)
-    op = MatrixOperator(torch.randn(M, 2, generator=g) @ torch.randn(2, D, generator=g), sigma_y=0.0)
-    y = op(p.mean[None] + 2 * torch.randn(1, D, generator=g))
-    post = gaussian_posterior(p.mean, p.cov, MatrixOperator(op.matrix, sigma_y=1e-6), y).mean[0]
+    A = torch.randn(M, 2, generator=g, dtype=torch.float64) @ torch.randn(
+        2, D, generator=g, dtype=torch.float64
+    )
+    op = MatrixOperator(A.to(dtype), sigma_y=0.0)
+    y = op(p.mean[None].to(dtype) + 2 * torch.randn(1, D, generator=g, dtype=dtype))
+    post = gaussian_posterior(p.mean, p.cov, MatrixOperator(A, sigma_y=1e-6), y.double()).mean[0]
     x = solve(p.prior, op, y, method, steps=100, n=400, generator=torch.Generator().manual_seed(0))[0]
-    got, prior = float((x.mean(0) - post).norm()), float((p.mean - post).norm())
-    assert got < 0.1 * prior, (got, prior)
+    got, prior = float((x.double().mean(0) - post).norm()), float((p.mean - post).norm())
+    assert got < 0.15 * prior, (got, prior)
 
 
 def test_svd_and_cg_paths_agree(float64: None, monkeypatch: pytest.MonkeyPatch) -> None:

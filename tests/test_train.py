@@ -114,7 +114,8 @@ def test_resume_rejects_a_different_architecture(tmp_path, ring_data):
 
 def test_device_names(tmp_path, ring_data):
     """``auto`` trains where torch sees a GPU, else on the CPU; a device that is not there, or not a
-    device, is one line when the run is set up (not at its first step)."""
+    device, is one line when the run is set up (not at its first step). (Without a GPU this cannot
+    see whether the data, model and random numbers meet on it: that is for a machine with one.)"""
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert resolve_device("auto").type == expected and resolve_device("cpu") == torch.device("cpu")
     assert new_trainer(mlp_config(tmp_path), ring_data).denoiser.reference.device.type == expected

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from posteria.errors import PosteriaError, check_finite, check_positive, check_shape
+from posteria.errors import PosteriaError, check_count, check_finite, check_positive, check_shape
 from posteria.operators.linalg import conjugate_gradient
 from posteria.operators.noise_models import GaussianNoise, NoiseModel, check_noise_model
 from posteria.operators.svd import ImplicitSVD
@@ -216,10 +216,12 @@ class LinearOperator(Operator):
         ``A^T A + rho I``, ``max_iter`` iterations (default: to convergence). Shapes: ``x`` (B, *event),
         ``y`` (B, *measurement) -> (B, *event).
         """
-        self._expect_shape("y", y, self.measurement_shape)
-        residual, svd = y - self(x), self.svd
+        ax = self(x)
+        self._expect_shape("y", y, self.measurement_shape, batch=x.shape[0])
+        max_iter = None if max_iter is None else check_count("max_iter", max_iter)
+        residual, svd = y - ax, self.svd
         if check_positive("rho", rho, allow_zero=True) == 0:
-            step = self._pinv(residual)
+            step = svd.pinv(residual) if svd is not None else self.pinv_cg(residual, max_iter=max_iter)
         elif svd is not None:
             z = svd.Ut(residual)
             s = svd.s.to(device=z.device, dtype=z.real.dtype)

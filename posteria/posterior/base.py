@@ -225,9 +225,9 @@ def prepare(
     check_options(chosen, options)
     n = check_count("n", n)
     steps = chosen.default_steps if steps is None else check_count("steps", steps)
-    if "particles" in chosen.options():
-        options = {**options, "particles": particles_of(options.get("particles"), n, method)}
     try:
+        if "particles" in chosen.options():
+            options = {**options, "particles": particles_of(options.get("particles"), n)}
         return chosen.build(denoiser, operator, y.repeat_interleave(n, dim=0), steps, **options)
     except PosteriaError as e:  # say which method refused, e.g. an unknown option of its sampler
         raise PosteriaError(f"method {method!r}: {e}") from e
@@ -235,17 +235,16 @@ def prepare(
         raise PosteriaError(f"method {method!r}, options {options}: {e}") from e
 
 
-def particles_of(particles: object, n: int, method: str) -> object:
+def particles_of(particles: object, n: int) -> int:
     """The group size of an SMC method: ``particles`` when given (it must divide ``n``), else the ``n``
     samples of each measurement, not the runs of equal rows of ``y`` (which would merge equal
     measurements of a batch into one group, and so depend on the batch)."""
     if particles is None:
         return n
-    if check_count("particles", particles) > n or n % particles:
-        raise PosteriaError(
-            f"method {method!r}: particles={particles} must divide the n = {n} samples drawn per measurement"
-        )
-    return particles
+    count = check_count("particles", particles)
+    if count > n or n % count:
+        raise PosteriaError(f"particles={count} must divide the n = {n} samples drawn per measurement")
+    return count
 
 
 def solve(

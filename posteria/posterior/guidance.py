@@ -91,7 +91,10 @@ class GuidedDenoiser(Denoiser):
         svd = self.operator.svd
         s = svd.s.to(device=r2.device, dtype=torch.float64)
         noiseless = isinstance(self.noise_variance, float) and self.noise_variance == 0
-        measured = (svd.inverse_singular_values(s) if noiseless else s) > 0
+        # the cut-off in the operator's own precision: a float32 matrix's round-off singular values are
+        # ~1e-7 of the largest, far above float64's cut
+        cut = svd.inverse_singular_values(svd.s).to(r2.device) if noiseless else s
+        measured = cut > 0
         floor = torch.clamp_min(self.mean_noise_variance(r2), 1e-16 * r2 * s.max() ** 2)[:, None]
         scale = (r2[:, None] * s**2 + floor).rsqrt()
         in_range_only = noiseless or int(measured.sum()) == self.measurement_dim
