@@ -26,7 +26,9 @@ from posteria.errors import PosteriaError
 from posteria.io import atomic_write_bytes, atomic_write_text
 
 
-def save_tensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None):
+def save_tensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
     """Write a safetensors file atomically (tensors detached, on the CPU and contiguous)."""
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     atomic_write_bytes(path, save(tensors, metadata=metadata))

@@ -65,7 +65,9 @@ def step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * _STEP_STRIDE + step)
 
 
-def draw_batch(data: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig, g: torch.Generator):
+def draw_batch(
+    data: torch.Tensor, labels: torch.Tensor | None, config: TrainConfig, g: torch.Generator
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """A batch of training examples (with replacement) and, for a class-conditional backbone, labels
     of which a fraction ``label_dropout`` is replaced by -1 ("no class", for classifier-free guidance)."""
     index = torch.randint(0, data.shape[0], (config.batch_size,), generator=g).to(data.device)
