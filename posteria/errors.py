@@ -58,6 +58,13 @@ def check_shape(name: str, shape: object) -> tuple[int, ...]:
     return tuple(check_count(f"{name} entry", n) for n in shape)
 
 
+def check_generator(generator: object) -> torch.Generator | None:
+    """``generator`` if it is a torch.Generator or None (torch's global one), else one line."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise PosteriaError(f"generator must be a torch.Generator or None, got {generator!r}")
+    return generator
+
+
 def check_seed(seed: object) -> int:
     """``seed`` if torch's generators take it: an integer in [0, 2**63)."""
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:

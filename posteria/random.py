@@ -6,7 +6,7 @@ import hashlib
 
 import torch
 
-from posteria.errors import PosteriaError
+from posteria.errors import check_generator
 
 # Odd 63-bit multiplier: seeds of neighbouring samples differ in many bits.
 _MIX = 0x5DEECE66D2F1B3A7 & (2**63 - 1)
@@ -15,9 +15,7 @@ _MIX = 0x5DEECE66D2F1B3A7 & (2**63 - 1)
 def draw_base_seed(generator: torch.Generator | None) -> int:
     """The one draw from ``generator`` (torch's global one when None) that seeds a run's per-sample
     streams: a run split into batches draws it once and gives each batch its streams' offset."""
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise PosteriaError(f"generator must be a torch.Generator or None, got {generator!r}")
-    return int(torch.randint(0, 2**62, (1,), generator=generator))
+    return int(torch.randint(0, 2**62, (1,), generator=check_generator(generator)))
 
 
 def derived_seed(seed: int, purpose: str) -> int:

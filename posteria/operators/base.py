@@ -7,7 +7,14 @@ import math
 import torch
 from torch import nn
 
-from posteria.errors import PosteriaError, check_count, check_finite, check_positive, check_shape
+from posteria.errors import (
+    PosteriaError,
+    check_count,
+    check_finite,
+    check_generator,
+    check_positive,
+    check_shape,
+)
 from posteria.operators.linalg import conjugate_gradient
 from posteria.operators.noise_models import GaussianNoise, NoiseModel, check_noise_model
 from posteria.operators.svd import ImplicitSVD
@@ -93,8 +100,7 @@ class Operator(nn.Module):
     def measure(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``y = A(x) + w`` with ``w`` drawn from ``noise`` using ``generator``: shape (B, *measurement)."""
         self.check_signal(x)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            raise PosteriaError(f"generator must be a torch.Generator or None, got {generator!r}")
+        check_generator(generator)
         with torch.no_grad():
             return self.noise.sample(self(x), generator)
 
