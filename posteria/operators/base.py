@@ -227,7 +227,7 @@ class LinearOperator(Operator):
         max_iter = None if max_iter is None else check_count("max_iter", max_iter)
         residual, svd = y - ax, self.svd
         if check_positive("rho", rho, allow_zero=True) == 0:
-            step = svd.pinv(residual) if svd is not None else self.pinv_cg(residual, max_iter=max_iter)
+            step = self._pinv(residual) if svd is not None else self.pinv_cg(residual, max_iter=max_iter)
         elif svd is not None:
             z = svd.Ut(residual)
             s = svd.s.to(device=z.device, dtype=z.real.dtype)
