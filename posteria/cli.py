@@ -290,6 +290,11 @@ def _truth_and_measurement(
         return None, y, {"measurement": str(measurement), "measurements": y.shape[0]}
     if image is not None:
         truth, source = input_truth(image, prior.event_shape)
+        if "colour_to_grey" in source:
+            names = ", ".join(source["colour_to_grey"])
+            typer.echo(
+                f"note: --input colour pictures read as grey (the prior has one channel): {names}", err=True
+            )
     elif exact is not None:
         truth = prior_draws(exact, check_count("test_digits", test_digits), seed).float()
         source = {"prior_draws": test_digits}

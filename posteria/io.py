@@ -29,6 +29,7 @@ __all__ = [
     "atomic_write_text",
     "check_output_folder",
     "from_uint8",
+    "has_colour",
     "read_image",
     "save_grid",
     "save_image",
@@ -237,6 +238,16 @@ def read_image(
     if hw is not None and img.size != (hw[1], hw[0]):
         img = img.resize((hw[1], hw[0]), Image.Resampling.BICUBIC)
     return _pil_to_tensor(img)
+
+
+def has_colour(path: str | os.PathLike[str]) -> bool:
+    """Whether the image at ``path`` has a pixel whose red, green and blue differ: a colour picture, which
+    ``read_image(..., channels=1)`` turns into grey (ITU-R 601 luma), not grey stored as RGB."""
+    img = _open_pil(Path(path))
+    if img.mode in ("1", "L", "LA", "F") or img.mode.startswith("I"):
+        return False
+    rgb = np.asarray(img.convert("RGB"))
+    return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
 
 
 def read_array(path: str | os.PathLike[str], option: str, kinds: str, expected: str) -> np.ndarray:

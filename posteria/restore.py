@@ -15,7 +15,7 @@ import torch
 
 from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_count
-from posteria.io import read_array, read_image, save_grid
+from posteria.io import has_colour, read_array, read_image, save_grid
 from posteria.lab.scores import ExactReference
 from posteria.measurements import save_tensors
 from posteria.metrics.image import consistency, psnr, ssim
@@ -161,13 +161,24 @@ def input_truth(path: Path, event_shape: tuple[int, ...]) -> tuple[torch.Tensor,
 
     if not Path(path).is_dir():
         image, size = _read_at_size(path, event_shape, "--input")
-        return image[None], {"input": str(path), "input_size": list(size)}
+        source: dict[str, object] = {"input": str(path), "input_size": list(size)}
+        return image[None], source | _colour_to_grey([Path(path)], event_shape)
     try:
         files = image_files(path)
     except PosteriaError as err:
         raise PosteriaError(f"--input: {err}") from err
     images = torch.stack([_read_at_size(f, event_shape, "--input")[0] for f in files])
-    return images, {"input": str(path), "input_files": [f.name for f in files]}
+    source = {"input": str(path), "input_files": [f.name for f in files]}
+    return images, source | _colour_to_grey(files, event_shape)
+
+
+def _colour_to_grey(files: list[Path], event_shape: tuple[int, ...]) -> dict[str, object]:
+    """``{"colour_to_grey": names}`` for the colour pictures among ``files`` that a one-channel prior
+    reads as grey (so the user learns it from metrics.json and the command's note), else ``{}``."""
+    if event_shape[0] != 1:
+        return {}
+    names = [f.name for f in files if has_colour(f)]
+    return {"colour_to_grey": names} if names else {}
 
 
 def _read_exact(path: Path, size: tuple[int, int], option: str) -> torch.Tensor:

@@ -571,6 +571,28 @@ def test_solve_restores_every_image_of_an_input_folder(tmp_path, tiny_prior, mon
     assert line.startswith("error: --input: image folder") and "holds no image files" in line
 
 
+def test_solve_says_which_colour_inputs_it_read_as_grey(tmp_path, tiny_prior):
+    """A colour picture restored by a one-channel prior: a note on stderr and ``colour_to_grey`` in
+    metrics.json; grey stored as RGB is not colour."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    rgb = torch.zeros(8, 8, 3, dtype=torch.uint8).numpy()
+    Image.fromarray(rgb + 90).save(folder / "grey.png")
+    rgb[2:5, 3, 0] = 200
+    Image.fromarray(rgb).save(folder / "red.png")
+    args = ["solve", "--prior", str(tiny_prior.folder), "--input", str(folder), "--method", "ddrm",
+            "--steps", "2", "--samples", "1", "--out", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "note: --input colour pictures read as grey (the prior has one channel): red.png" in result.stderr
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["colour_to_grey"] == ["red.png"]
+    args[4] = str(folder / "grey.png")
+    result = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "grey")])
+    assert result.exit_code == 0 and "note:" not in result.stderr
+    assert "colour_to_grey" not in json.loads((tmp_path / "grey" / "metrics.json").read_text())
+
+
 def test_solve_deblurs_with_a_users_kernel(tmp_path, tiny_prior, monkeypatch, capsys):
     """--kernel: a .npy of weights or a picture, scaled to sum 1, for --operator blur-kernel only."""
     import numpy as np
