@@ -82,7 +82,12 @@ class DDRM(Sampler):
     ``(U^T y - s x0_bar) / sigma_y``, which stays finite for tiny ``s_i``. At ``s = 0`` (``r_s = 0``) the
     result is ``x0_bar``, except that noiseless measured components (``n_i = 0``) become ``y_bar``: exact
     data consistency. ``x_1 = sigma_1 eps`` as for every sampler (the paper's ``y``-informed ``x_T``
-    differs by ``O(1 / r_1)``).
+    differs by ``O(1 / r_1)``). Few steps: a component with ``r_s < n_i`` moves only
+    ``sqrt(1 - eta^2) r_s / n_i`` of the way to ``y_bar`` and the last step returns ``x0_bar``, so a coarse
+    grid under-fits noisy ``y`` (mnist-mixture, box inpainting, ``sigma_y = 0.05``: data consistency 7.5, 5.3,
+    3.7, 1.9 at 2, 5, 10, 25 steps), and below ``sigma_y ~ r(t_min) = 0.01`` the noise of the last denoiser
+    input stays in the measured components at any step count (10.5 at ``sigma_y = 1e-3``, as the official
+    code, whose last call is at DDPM's ``t = 1``).
     Shapes: ``x_t`` (N, *event), sample ``i`` conditioned on ``y[i]``. Defaults: ``eta = 0.85``,
     ``eta_b = 1`` and 20 steps (the paper's). Reference: Kawar, Elad, Ermon & Song (2022), NeurIPS.
     """

@@ -49,7 +49,12 @@ class MMPSDenoiser(GuidedDenoiser):
     prior, ``sigma_y = 1e-3``, DDPM 100 steps, 5 iterations): Gaussian blur, sample-mean error 0.15% and
     covariance as the exact sampler's, against 6.6% for plain float32 CG; with one iteration (azula's and the
     paper code's default) 0.9% against 37% and a covariance error 22 times the covariance. Masks gain nothing
-    (``A A^T = I``, so ``P`` is a scalar).
+    (``A A^T = I``, so ``P`` is a scalar). Few steps on a network: at ``t = 1`` the Tweedie covariance is
+    ``sigma^2 / alpha`` (150 under VP) times the network's Jacobian, far from ``Cov[x]`` and not symmetric,
+    so the correction can move ``A x0`` away from ``y`` (MNIST prior, 30% inpainting, ``sigma_y = 0.5``:
+    residual 11 before, 25 to 60 after one CG iteration; GMRES(1), azula's default, 10 to 11), and with 1 or
+    2 steps that estimate is the sample (values up to 121 in model space; 3 steps: 3.7); at the default 100
+    steps, DDPM's first step keeps 0.13% of it (``k_t``, :func:`~posteria.posterior.dps.x0_weights`).
 
     Args: ``prior``, a linear ``operator`` with Gaussian (or Poisson) noise, ``y`` (N, *measurement);
     ``maxiter`` CG iterations (``"auto"``: :func:`default_iterations`; ``None``: until ``rtol``);

@@ -49,6 +49,12 @@ class PiGDMDenoiser(GuidedDenoiser):
     ``y``), conjugate gradients on the (m, m) system ``v -> r^2 A A^T v + S v``, per sample (with an SVD
     preconditioned by the closed form with ``s^2`` the mean of ``S``).
 
+    Few steps: ``r_t^2`` is the posterior variance of a unit-variance prior, so where the prior varies more
+    along the measured directions the early steps (``Cov[x | x_t] ~ Cov[x] >> r_t^2``) overshoot ``y`` by
+    about ``Cov / r_t^2``, and a coarse grid keeps that estimate (measured, data consistency in noise
+    units: ``N(0, 16 I)`` prior, SR x4, ``sigma_y = 0.05``: 323, 168, 4.1, 1.0 at 1, 5, 10, 25 steps;
+    mnist-mixture 47, 38, 3.3, 1.1); the paper uses 100 steps.
+
     Args: ``prior``, a linear ``operator`` with Gaussian (or Poisson) noise, ``y`` (N, *measurement),
     ``scale`` (guidance weight, default 1). Shapes: ``x_t`` (N, *event) -> (N, *event).
     """

@@ -112,7 +112,11 @@ class TDS(DDIM):
     After a run, ``ess_history`` holds one (G,) tensor per step, the effective sample sizes (in [1, K])
     of the weights before any resampling, the final weights last; ``resampled`` how many groups
     resampled per step. Defaults: ``ess_threshold = 0.5`` (resample when ESS < K / 2, the usual adaptive
-    rule; 1 resamples every step as Algorithm 1 does), 100 steps.
+    rule; 1 resamples every step as Algorithm 1 does), 100 steps. Few steps: at ``t = 1`` the twist's
+    variance holds ``L r_1^2`` (``r_1 = 150`` under VP), so the first proposal is nearly DDPM's, and with
+    2 or 3 steps the particles reach ``t_min`` unguided and the final weights fall on one particle (ESS 1 of
+    8; mnist-mixture, box inpainting, ``sigma_y = 0.05``: data consistency 8.3, 6.2, 1.9 at 2, 5, 25 steps,
+    the prior mean's 8.4); the last step's ESS is 1 at 100 steps too with 8 particles in 784 dimensions.
     Shapes: ``x_t`` (N, *event), ``N = G K``, sample ``i`` conditioned on ``y[i]``.
     """
 
