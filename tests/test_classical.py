@@ -168,3 +168,15 @@ def test_low_rank_methods_complete_a_masked_low_rank_matrix_through_solve(method
     estimate = pa.solve(None, operator, operator(x), method=method)[:, 0]
     assert float((estimate - x).norm() / x.norm()) < 1e-2
     assert float((operator.pinv(operator(x)) - x).norm() / x.norm()) > 0.4  # zero filling is far off
+
+
+@pytest.mark.parametrize("method", ["least-squares", "tikhonov", "fista-tv", "nuclear-norm", "rpca"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float16])
+def test_baselines_refuse_measurements_they_cannot_compute_in(method, dtype):
+    """An integer ``y`` came back as an integer image (least squares) or failed inside ``mean()``, and a
+    half-precision one inside the SVD: one line naming ``y`` instead."""
+    operator = get_operator("inpaint-random", (1, 8, 8), sigma_y=0.1)
+    y = operator(torch.ones(1, 1, 8, 8)).to(dtype)
+    with pytest.raises(PosteriaError, match=rf"^method '{method}': y must be float32 or float64") as info:
+        pa.solve(None, operator, y, method=method, steps=2)
+    assert "\n" not in str(info.value)
