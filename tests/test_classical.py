@@ -15,6 +15,8 @@ from posteria.errors import PosteriaError
 from posteria.noise import VPLinear
 from posteria.operators import Composition, Downsample, MatrixOperator, get_operator
 
+F64 = torch.float64
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -180,3 +182,15 @@ def test_baselines_refuse_measurements_they_cannot_compute_in(method, dtype):
     with pytest.raises(PosteriaError, match=rf"^method '{method}': y must be float32 or float64") as info:
         pa.solve(None, operator, y, method=method, steps=2)
     assert "\n" not in str(info.value)
+
+
+def test_map_distance_with_a_projection_counts_no_network_calls_and_checks_its_shape():
+    """With ``project`` the denoiser is never called: NFE 0, not ``steps``; a ``project`` that changes the
+    shape is named in one line, not a broadcasting error from inside the gradient step."""
+    operator, A, y = matrix_problem(m=4, d=8)
+    prior = GaussianDenoiser.full(VPLinear(), torch.zeros(8, dtype=F64), torch.eye(8, dtype=F64))
+    runner = pa.posterior.prepare(prior, operator, y, "map-distance", steps=7, project=lambda v: v)
+    assert runner.nfe == 0
+    assert pa.posterior.prepare(prior, operator, y, "map-distance", steps=7).nfe == 7
+    with pytest.raises(PosteriaError, match=r"project must return a tensor of shape \(3, 8\)"):
+        pa.solve(prior, operator, y, "map-distance", steps=2, project=lambda v: v[:, :2])

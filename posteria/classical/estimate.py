@@ -66,15 +66,18 @@ def register_estimate(
     needs: tuple[str, ...],
     default_steps: int,
     prior: bool = False,
+    prior_calls: Callable[[int, dict[str, object]], int] | None = None,
 ) -> Method:
-    """Register ``estimate`` as method ``name``; with ``prior`` it calls the denoiser once per step."""
+    """Register ``estimate`` as method ``name``; with ``prior`` it calls the denoiser once per step, or
+    ``prior_calls(steps, options)`` times when given (an option may stand in for the prior)."""
 
     def build(
         denoiser: Denoiser | None, operator: Operator, y: torch.Tensor, steps: int, **options: object
     ) -> PointEstimate:
         check_precision(y)
         run = lambda: estimate(denoiser, operator, y, steps, **options)  # noqa: E731
-        return PointEstimate(run, nfe=steps if prior else 0)
+        calls = prior_calls(steps, options) if prior_calls is not None else steps if prior else 0
+        return PointEstimate(run, nfe=calls)
 
     method = Method(
         name, summary, reference, needs, build, default_steps, prior=prior, point=True, options_of=(estimate,)
