@@ -15,6 +15,8 @@ from posteria.errors import PosteriaError
 from posteria.noise import VPLinear
 from posteria.operators import Composition, Downsample, MatrixOperator, get_operator
 
+F64 = torch.float64
+
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -168,3 +170,58 @@ def test_low_rank_methods_complete_a_masked_low_rank_matrix_through_solve(method
     estimate = pa.solve(None, operator, operator(x), method=method)[:, 0]
     assert float((estimate - x).norm() / x.norm()) < 1e-2
     assert float((operator.pinv(operator(x)) - x).norm() / x.norm()) > 0.4  # zero filling is far off
+
+
+@pytest.mark.parametrize("method", ["least-squares", "tikhonov", "fista-tv", "nuclear-norm", "rpca"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.float16])
+def test_baselines_refuse_measurements_they_cannot_compute_in(method, dtype):
+    """An integer ``y`` came back as an integer image (least squares) or failed inside ``mean()``, and a
+    half-precision one inside the SVD: one line naming ``y`` instead."""
+    operator = get_operator("inpaint-random", (1, 8, 8), sigma_y=0.1)
+    y = operator(torch.ones(1, 1, 8, 8)).to(dtype)
+    with pytest.raises(PosteriaError, match=rf"^method '{method}': y must be float32 or float64") as info:
+        pa.solve(None, operator, y, method=method, steps=2)
+    assert "\n" not in str(info.value)
+
+
+def test_map_distance_with_a_projection_counts_no_network_calls_and_checks_its_shape():
+    """With ``project`` the denoiser is never called: NFE 0, not ``steps``; a ``project`` that changes the
+    shape is named in one line, not a broadcasting error from inside the gradient step."""
+    operator, A, y = matrix_problem(m=4, d=8)
+    prior = GaussianDenoiser.full(VPLinear(), torch.zeros(8, dtype=F64), torch.eye(8, dtype=F64))
+    runner = pa.posterior.prepare(prior, operator, y, "map-distance", steps=7, project=lambda v: v)
+    assert runner.nfe == 0
+    assert pa.posterior.prepare(prior, operator, y, "map-distance", steps=7).nfe == 7
+    with pytest.raises(PosteriaError, match=r"project must return a tensor of shape \(3, 8\)"):
+        pa.solve(prior, operator, y, "map-distance", steps=2, project=lambda v: v[:, :2])
+
+
+def real_rows(v: torch.Tensor) -> torch.Tensor:
+    """(B, *measurement) -> (B, M): a complex measurement as its real and imaginary parts, so that the
+    real inner product ``Re <y, y'>`` of the operators' adjoints is the dot product of the rows."""
+    return (torch.view_as_real(v) if v.is_complex() else v).flatten(1)
+
+
+@pytest.mark.parametrize("name", ["mri4", "sr2", "blur-gauss", "inpaint-random"])
+def test_tikhonov_and_least_squares_match_dense_solves_on_each_operator_kind(name):
+    """``(A^T A + lam I)^-1 A^T y`` and ``pinv(A) y`` from the operator's dense matrix, k-space included."""
+    operator = get_operator(name, (1, 8, 8), sigma_y=0.1).double()
+    y = operator.measure(torch.rand(2, 1, 8, 8, dtype=F64) * 2 - 1, torch.Generator().manual_seed(0))
+    A = real_rows(operator(torch.eye(64, dtype=F64).reshape(64, 1, 8, 8))).T  # (M, D)
+    lam = 0.01
+    ridge = torch.linalg.solve(A.T @ A + lam * torch.eye(64, dtype=F64), A.T @ real_rows(y).T).T
+    tikhonov = pa.solve(None, operator, y, method="tikhonov", weight=lam)[:, 0].flatten(1)
+    torch.testing.assert_close(tikhonov, ridge, rtol=1e-10, atol=1e-12)
+    least_squares = pa.solve(None, operator, y, method="least-squares")[:, 0].flatten(1)
+    torch.testing.assert_close(least_squares, real_rows(y) @ torch.linalg.pinv(A).T, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["tikhonov", "fista-tv", "nuclear-norm", "logdet", "rpca"])
+def test_each_estimate_depends_on_its_own_measurement_only(method):
+    """A batch gives each measurement what it gives alone, and ``batch_size`` changes nothing."""
+    operator = get_operator("inpaint-random", (1, 8, 8), sigma_y=0.05).double()
+    y = operator.measure(torch.rand(3, 1, 8, 8, dtype=F64) * 2 - 1, torch.Generator().manual_seed(0))
+    together = pa.solve(None, operator, y, method=method, steps=20)
+    alone = torch.cat([pa.solve(None, operator, y[i : i + 1], method=method, steps=20) for i in range(3)])
+    torch.testing.assert_close(together, alone, rtol=0, atol=1e-12)
+    assert torch.equal(pa.solve(None, operator, y, method=method, steps=20, batch_size=2), together)

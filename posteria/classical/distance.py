@@ -44,6 +44,24 @@ def _scaled_denoise(denoiser: Denoiser, t: float, alpha: float, x: torch.Tensor)
     return denoiser(alpha * x, batch_times(t, x))
 
 
+def check_projection(project: object, x: torch.Tensor) -> None:
+    """One line unless ``project`` is a function mapping ``x`` (B, *event) to a tensor of the same shape
+    (else the gradient step would fail to broadcast, or broadcast into the wrong shape)."""
+    if not callable(project):
+        raise PosteriaError(f"project must be a function x -> P(x) (Python API only), got {project!r}")
+    out = project(x)
+    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise PosteriaError(
+            f"project must return a tensor of shape {tuple(x.shape)} like its input, got {got}"
+        )
+
+
+def denoiser_calls(steps: int, options: dict[str, object]) -> int:
+    """NFE of :func:`map_distance`: one denoiser call per step, none when ``project`` replaces it."""
+    return 0 if options.get("project") is not None else steps
+
+
 def map_distance(
     denoiser: Denoiser | None,
     operator: LinearOperator,
@@ -68,9 +86,9 @@ def map_distance(
     lo, hi = check_positive("sigma_min", sigma_min), check_positive("sigma_max", sigma_max)
     if lo > hi:
         raise PosteriaError(f"sigma_min must not exceed sigma_max, got {lo} > {hi}")
-    if project is not None and not callable(project):
-        raise PosteriaError(f"project must be a function x -> P(x) (Python API only), got {project!r}")
     x = tikhonov(denoiser, operator, y, steps)  # not A^+ y, which amplifies noise where s is small
+    if project is not None:
+        check_projection(project, x)
     eta = 1 / (lipschitz(operator, x) + lam)
     sigmas = torch.logspace(torch.log10(torch.tensor(hi)), torch.log10(torch.tensor(lo)), steps)
     projections = [project] * steps if project is not None else denoiser_projections(denoiser, sigmas)
@@ -87,4 +105,5 @@ register_estimate(
     ("linear", "gaussian"),
     default_steps=100,
     prior=True,
+    prior_calls=denoiser_calls,
 )
