@@ -363,6 +363,8 @@ def export_prior_cmd(
         if not metrics.is_file():
             raise PosteriaError(f"metrics file {metrics} does not exist")
         card["metrics"] = json.loads(metrics.read_text())
+    if note:
+        card["note"] = note
     typer.echo(f"wrote {export_prior(checkpoint, out, card)}")
 
 

@@ -652,6 +652,13 @@ def test_solve_with_a_users_matrix_or_kspace_mask(tmp_path, tiny_prior, monkeypa
         assert line.startswith("error: --mask") and expected in line
 
 
+def test_export_prior_writes_the_note_into_the_card(tmp_path, tiny_prior):
+    invoke("export-prior", "--checkpoint", tiny_prior.checkpoint, "--out", tmp_path / "prior",
+           "--name", "tiny", "--note", "3 steps on 2 cores")  # fmt: skip
+    card = json.loads((tmp_path / "prior" / "card.json").read_text())
+    assert card["name"] == "tiny" and card["note"] == "3 steps on 2 cores"
+
+
 # ------------------------------------------------------------------------------------------ bench
 
 
