@@ -535,7 +535,7 @@ def bench_restore(
     samples: Annotated[int, typer.Option(help="Samples per digit (psnr_mean: PSNR of their mean).")] = 1,
     steps: Annotated[int, typer.Option(help="Steps of the posterior samplers.")] = 100,
     reference_steps: Annotated[int, typer.Option(help="Steps of the reference DPS run.")] = 1000,
-    sigma_y: Annotated[float | None, typer.Option(help="Gaussian measurement noise [default: 0.05].")] = None,
+    sigma_y: Annotated[float | None, typer.Option(help="Gaussian measurement noise (default 0.05).")] = None,
     poisson: Annotated[
         float | None,
         typer.Option(help="Poisson noise instead: counts of a white pixel (the pixel tasks of the six)."),

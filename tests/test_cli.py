@@ -685,6 +685,11 @@ def test_bench_speed_measures_a_prior(tmp_path, tiny_prior):
     assert "torch" in (tmp_path / "speed.md").read_text()
 
 
+def test_bench_restore_help_shows_the_default_noise():
+    # "[default: 0.05]" in a help text is read as rich markup and vanishes
+    assert "(default 0.05)" in invoke("bench", "restore", "--help").output
+
+
 def test_quality_runs_parse_and_reject_nonsense():
     from posteria.bench.quality import parse_runs
     from posteria.errors import PosteriaError
