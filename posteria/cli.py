@@ -716,8 +716,13 @@ def _option_value(text: str) -> object:
 def _method_options(
     items: list[str] | None, known: list[str], option: str = "--set"
 ) -> dict[str, dict[str, object]]:
-    """``method.key=value`` items as ``{method: {key: value}}``, methods checked against ``known``."""
+    """``method.key=value`` items as ``{method: {key: value}}``, methods checked against ``known`` and
+    options against what each method takes: a misspelt option fails here, not after the runs before it."""
+    from posteria.posterior import METHODS
+    from posteria.posterior.base import check_options
+
     grouped: dict[str, dict[str, object]] = {}
+    given: dict[str, list[str]] = {}
     for item in items or []:
         method, dot, rest = (part.strip() for part in item.partition("."))
         if method not in known:
@@ -725,25 +730,23 @@ def _method_options(
                 f"{option} {item!r}: expected method.key=value with a method among {', '.join(known)}"
             )
         grouped.setdefault(method, {}).update(_options([rest]))
+        given.setdefault(method, []).append(item)
+    for method, options in grouped.items():  # checked together: one item's sampler admits another's keys
+        try:
+            check_options(METHODS[method], options)
+        except PosteriaError as e:
+            raise PosteriaError(f"{option} {','.join(given[method])!r}: {e}") from None
     return grouped
 
 
 def _variants(items: list[str], known: list[str]) -> tuple[tuple[str, dict[str, object]], ...]:
     """``--variant mmps.renoise=1,mmps.maxiter=3`` items as (method, options), one method per item."""
-    from posteria.posterior import METHODS
-    from posteria.posterior.base import check_options
-
     variants = []
     for item in items:
         grouped = _method_options(item.split(","), known, "--variant")
         if len(grouped) != 1:
             raise PosteriaError(f"--variant {item!r}: expected the options of one method, got {len(grouped)}")
-        ((method, options),) = grouped.items()
-        try:
-            check_options(METHODS[method], options)
-        except PosteriaError as e:
-            raise PosteriaError(f"--variant {item!r}: {e}") from None
-        variants.append((method, options))
+        variants.append(next(iter(grouped.items())))
     return tuple(variants)
 
 

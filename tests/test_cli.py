@@ -690,6 +690,17 @@ def test_bench_restore_help_shows_the_default_noise():
     assert "(default 0.05)" in invoke("bench", "restore", "--help").output
 
 
+def test_bench_restore_checks_set_options_before_any_run(tmp_path, monkeypatch, capsys):
+    import posteria.bench.restore as bench
+
+    def run_restore(spec: object) -> None:
+        raise AssertionError("the runs started before --set was checked")
+
+    monkeypatch.setattr(bench, "run_restore", run_restore)
+    line = error_line(monkeypatch, capsys, "bench", "restore", "--out", tmp_path, "--set", "mmps.renoice=1")
+    assert line.startswith("error: --set 'mmps.renoice=1': method 'mmps' takes no option renoice")
+
+
 def test_quality_runs_parse_and_reject_nonsense():
     from posteria.bench.quality import parse_runs
     from posteria.errors import PosteriaError
