@@ -77,7 +77,9 @@ def sample(
     spacing: Annotated[
         str, typer.Option(help="Time grid: uniform, quadratic, reverse-quadratic, karras.")
     ] = "uniform",
-    eta: Annotated[float | None, typer.Option(help="DDIM noise level (0: deterministic).")] = None,
+    eta: Annotated[
+        float | None, typer.Option(help="DDIM noise level, ddim only (default 0: deterministic).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Samples per network batch.")] = 256,
 ) -> None:
     """Sample a prior; writes OUT/samples.png and OUT/metrics.json (FD against held-out digits, time)."""
@@ -114,7 +116,9 @@ def solve(
     out: Annotated[
         Path,
         typer.Option(
-            parser=_folder, help="Folder for panels, measurement, samples, mean, std (PNG) and metrics.json."
+            parser=_folder,
+            help="Folder for panels, measurement, samples, mean, std (PNG), metrics.json and "
+            "result.safetensors (y, samples, mean, std: --measurement reruns on its y).",
         ),
     ],
     prior: Annotated[
@@ -129,7 +133,8 @@ def solve(
     ] = "inpaint-box",
     method: Annotated[str, typer.Option(help="Posterior method (see `posteria methods`).")] = "mmps",
     sigma_y: Annotated[
-        float | None, typer.Option(help="Standard deviation of Gaussian measurement noise (default 0.05).")
+        float | None,
+        typer.Option(help="Standard deviation of Gaussian measurement noise, > 0 (default 0.05)."),
     ] = None,
     poisson: Annotated[
         float | None,

@@ -83,6 +83,15 @@ def test_help_of_each_command():
         assert "--help" in invoke(command, "--help").output
 
 
+def test_solve_and_sample_help_name_the_files_and_limits():
+    def words(command: str) -> str:  # the help text unwrapped, without the box it is drawn in
+        return " ".join(invoke(command, "--help").output.replace("\u2502", " ").split())
+
+    solve = words("solve")
+    assert "metrics.json and result.safetensors" in solve and "noise, > 0 (default 0.05)" in solve
+    assert "DDIM noise level, ddim only (default 0: deterministic)" in words("sample")
+
+
 # ----------------------------------------------------------------------------------------------- train
 
 
