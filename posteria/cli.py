@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the commands import the library lazily, so that `posteria -
 
 app = typer.Typer(
     help="posteria: diffusion priors you can train, sample and use to solve inverse problems.\n\n"
-    "Start with `posteria demo --out out/demo`, then `posteria sample --prior mnist`.",
+    "Start with `posteria demo --out out/demo`, then `posteria sample --out out/sample`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -83,13 +83,20 @@ def test_help_of_each_command():
         assert "--help" in invoke(command, "--help").output
 
 
-def test_solve_and_sample_help_name_the_files_and_limits():
-    def words(command: str) -> str:  # the help text unwrapped, without the box it is drawn in
-        return " ".join(invoke(command, "--help").output.replace("\u2502", " ").split())
+def help_words(*command: str) -> str:
+    """The help text of ``posteria COMMAND``, unwrapped, without the box it is drawn in."""
+    return " ".join(invoke(*command, "--help").output.replace("\u2502", " ").split())
 
-    solve = words("solve")
+
+def test_solve_and_sample_help_name_the_files_and_limits():
+    solve = help_words("solve")
     assert "metrics.json and result.safetensors" in solve and "noise, > 0 (default 0.05)" in solve
-    assert "DDIM noise level, ddim only (default 0: deterministic)" in words("sample")
+    assert "DDIM noise level, ddim only (default 0: deterministic)" in help_words("sample")
+
+
+def test_help_suggests_commands_that_run():
+    # sample needs --out: the suggestion must give one
+    assert "then `posteria sample --out out/sample`" in help_words()
 
 
 # ----------------------------------------------------------------------------------------------- train
