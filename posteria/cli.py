@@ -53,7 +53,8 @@ def train(
     fresh: Annotated[bool, typer.Option(help="Ignore an existing checkpoint in the output folder.")] = False,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
 ) -> None:
-    """Train a diffusion prior; checkpoints go to OUT/checkpoint and a run resumes from there."""
+    """Train a diffusion prior; checkpoints go to OUT/checkpoint (OUT: the config's out, or --set out=DIR)
+    and a run resumes from there."""
     import torch
 
     from posteria.train.config import load_config

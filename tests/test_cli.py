@@ -94,6 +94,11 @@ def test_solve_and_sample_help_name_the_files_and_limits():
     assert "DDIM noise level, ddim only (default 0: deterministic)" in help_words("sample")
 
 
+def test_train_help_says_where_out_comes_from():
+    # train has no --out option: its help must say how OUT is set
+    assert "(OUT: the config's out, or --set out=DIR)" in help_words("train")
+
+
 def test_help_suggests_commands_that_run():
     # sample needs --out: the suggestion must give one
     assert "then `posteria sample --out out/sample`" in help_words()
