@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # the commands import the library lazily, so that `posteria -
 
 app = typer.Typer(
     help="posteria: diffusion priors you can train, sample and use to solve inverse problems.\n\n"
-    "Start with `posteria demo --out out/demo`, then `posteria sample --prior mnist`.",
+    "Start with `posteria demo --out out/demo`, then `posteria sample --out out/sample`.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -53,7 +53,8 @@ def train(
     fresh: Annotated[bool, typer.Option(help="Ignore an existing checkpoint in the output folder.")] = False,
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
 ) -> None:
-    """Train a diffusion prior; checkpoints go to OUT/checkpoint and a run resumes from there."""
+    """Train a diffusion prior; checkpoints go to OUT/checkpoint (OUT: the config's out, or --set out=DIR)
+    and a run resumes from there."""
     import torch
 
     from posteria.train.config import load_config
@@ -77,7 +78,9 @@ def sample(
     spacing: Annotated[
         str, typer.Option(help="Time grid: uniform, quadratic, reverse-quadratic, karras.")
     ] = "uniform",
-    eta: Annotated[float | None, typer.Option(help="DDIM noise level (0: deterministic).")] = None,
+    eta: Annotated[
+        float | None, typer.Option(help="DDIM noise level, ddim only (default 0: deterministic).")
+    ] = None,
     batch_size: Annotated[int, typer.Option(help="Samples per network batch.")] = 256,
 ) -> None:
     """Sample a prior; writes OUT/samples.png and OUT/metrics.json (FD against held-out digits, time)."""
@@ -114,7 +117,9 @@ def solve(
     out: Annotated[
         Path,
         typer.Option(
-            parser=_folder, help="Folder for panels, measurement, samples, mean, std (PNG) and metrics.json."
+            parser=_folder,
+            help="Folder for panels, measurement, samples, mean, std (PNG), metrics.json and "
+            "result.safetensors (y, samples, mean, std: --measurement reruns on its y).",
         ),
     ],
     prior: Annotated[
@@ -129,7 +134,8 @@ def solve(
     ] = "inpaint-box",
     method: Annotated[str, typer.Option(help="Posterior method (see `posteria methods`).")] = "mmps",
     sigma_y: Annotated[
-        float | None, typer.Option(help="Standard deviation of Gaussian measurement noise (default 0.05).")
+        float | None,
+        typer.Option(help="Standard deviation of Gaussian measurement noise, > 0 (default 0.05)."),
     ] = None,
     poisson: Annotated[
         float | None,
@@ -368,6 +374,8 @@ def export_prior_cmd(
         if not metrics.is_file():
             raise PosteriaError(f"metrics file {metrics} does not exist")
         card["metrics"] = json.loads(metrics.read_text())
+    if note:
+        card["note"] = note
     typer.echo(f"wrote {export_prior(checkpoint, out, card)}")
 
 
@@ -538,7 +546,7 @@ def bench_restore(
     samples: Annotated[int, typer.Option(help="Samples per digit (psnr_mean: PSNR of their mean).")] = 1,
     steps: Annotated[int, typer.Option(help="Steps of the posterior samplers.")] = 100,
     reference_steps: Annotated[int, typer.Option(help="Steps of the reference DPS run.")] = 1000,
-    sigma_y: Annotated[float | None, typer.Option(help="Gaussian measurement noise [default: 0.05].")] = None,
+    sigma_y: Annotated[float | None, typer.Option(help="Gaussian measurement noise (default 0.05).")] = None,
     poisson: Annotated[
         float | None,
         typer.Option(help="Poisson noise instead: counts of a white pixel (the pixel tasks of the six)."),
@@ -719,8 +727,13 @@ def _option_value(text: str) -> object:
 def _method_options(
     items: list[str] | None, known: list[str], option: str = "--set"
 ) -> dict[str, dict[str, object]]:
-    """``method.key=value`` items as ``{method: {key: value}}``, methods checked against ``known``."""
+    """``method.key=value`` items as ``{method: {key: value}}``, methods checked against ``known`` and
+    options against what each method takes: a misspelt option fails here, not after the runs before it."""
+    from posteria.posterior import METHODS
+    from posteria.posterior.base import check_options
+
     grouped: dict[str, dict[str, object]] = {}
+    given: dict[str, list[str]] = {}
     for item in items or []:
         method, dot, rest = (part.strip() for part in item.partition("."))
         if method not in known:
@@ -728,25 +741,23 @@ def _method_options(
                 f"{option} {item!r}: expected method.key=value with a method among {', '.join(known)}"
             )
         grouped.setdefault(method, {}).update(_options([rest]))
+        given.setdefault(method, []).append(item)
+    for method, options in grouped.items():  # checked together: one item's sampler admits another's keys
+        try:
+            check_options(METHODS[method], options)
+        except PosteriaError as e:
+            raise PosteriaError(f"{option} {','.join(given[method])!r}: {e}") from None
     return grouped
 
 
 def _variants(items: list[str], known: list[str]) -> tuple[tuple[str, dict[str, object]], ...]:
     """``--variant mmps.renoise=1,mmps.maxiter=3`` items as (method, options), one method per item."""
-    from posteria.posterior import METHODS
-    from posteria.posterior.base import check_options
-
     variants = []
     for item in items:
         grouped = _method_options(item.split(","), known, "--variant")
         if len(grouped) != 1:
             raise PosteriaError(f"--variant {item!r}: expected the options of one method, got {len(grouped)}")
-        ((method, options),) = grouped.items()
-        try:
-            check_options(METHODS[method], options)
-        except PosteriaError as e:
-            raise PosteriaError(f"--variant {item!r}: {e}") from None
-        variants.append((method, options))
+        variants.append(next(iter(grouped.items())))
     return tuple(variants)
 
 

@@ -83,6 +83,27 @@ def test_help_of_each_command():
         assert "--help" in invoke(command, "--help").output
 
 
+def help_words(*command: str) -> str:
+    """The help text of ``posteria COMMAND``, unwrapped, without the box it is drawn in."""
+    return " ".join(invoke(*command, "--help").output.replace("\u2502", " ").split())
+
+
+def test_solve_and_sample_help_name_the_files_and_limits():
+    solve = help_words("solve")
+    assert "metrics.json and result.safetensors" in solve and "noise, > 0 (default 0.05)" in solve
+    assert "DDIM noise level, ddim only (default 0: deterministic)" in help_words("sample")
+
+
+def test_train_help_says_where_out_comes_from():
+    # train has no --out option: its help must say how OUT is set
+    assert "(OUT: the config's out, or --set out=DIR)" in help_words("train")
+
+
+def test_help_suggests_commands_that_run():
+    # sample needs --out: the suggestion must give one
+    assert "then `posteria sample --out out/sample`" in help_words()
+
+
 # ----------------------------------------------------------------------------------------------- train
 
 
@@ -674,6 +695,13 @@ def test_solve_with_a_users_matrix_or_kspace_mask(tmp_path, tiny_prior, monkeypa
         assert line.startswith("error: --mask") and expected in line
 
 
+def test_export_prior_writes_the_note_into_the_card(tmp_path, tiny_prior):
+    invoke("export-prior", "--checkpoint", tiny_prior.checkpoint, "--out", tmp_path / "prior",
+           "--name", "tiny", "--note", "3 steps on 2 cores")  # fmt: skip
+    card = json.loads((tmp_path / "prior" / "card.json").read_text())
+    assert card["name"] == "tiny" and card["note"] == "3 steps on 2 cores"
+
+
 # ------------------------------------------------------------------------------------------ bench
 
 
@@ -698,6 +726,22 @@ def test_bench_speed_measures_a_prior(tmp_path, tiny_prior):
     for key in ("train_images_per_s", "denoiser_evals_per_s", "sampler_overhead"):
         assert row[key] > 0
     assert "torch" in (tmp_path / "speed.md").read_text()
+
+
+def test_bench_restore_help_shows_the_default_noise():
+    # "[default: 0.05]" in a help text is read as rich markup and vanishes
+    assert "(default 0.05)" in invoke("bench", "restore", "--help").output
+
+
+def test_bench_restore_checks_set_options_before_any_run(tmp_path, monkeypatch, capsys):
+    import posteria.bench.restore as bench
+
+    def run_restore(spec: object) -> None:
+        raise AssertionError("the runs started before --set was checked")
+
+    monkeypatch.setattr(bench, "run_restore", run_restore)
+    line = error_line(monkeypatch, capsys, "bench", "restore", "--out", tmp_path, "--set", "mmps.renoice=1")
+    assert line.startswith("error: --set 'mmps.renoice=1': method 'mmps' takes no option renoice")
 
 
 def test_quality_runs_parse_and_reject_nonsense():
