@@ -172,15 +172,20 @@ def test_low_rank_methods_complete_a_masked_low_rank_matrix_through_solve(method
     assert float((operator.pinv(operator(x)) - x).norm() / x.norm()) > 0.4  # zero filling is far off
 
 
-@pytest.mark.parametrize("method", ["least-squares", "tikhonov", "fista-tv", "nuclear-norm", "rpca"])
+@pytest.mark.parametrize("method", ["least-squares", "tikhonov", "fista-tv", "nuclear-norm", "rpca", "ddrm"])
 @pytest.mark.parametrize("dtype", [torch.int64, torch.float16])
-def test_baselines_refuse_measurements_they_cannot_compute_in(method, dtype):
+def test_methods_refuse_measurements_they_cannot_compute_in(method, dtype):
     """An integer ``y`` came back as an integer image (least squares) or failed inside ``mean()``, and a
-    half-precision one inside the SVD: one line naming ``y`` instead."""
+    half-precision one inside the SVD (baselines) or ``torch.finfo`` (DDRM): one line naming ``y``."""
     operator = get_operator("inpaint-random", (1, 8, 8), sigma_y=0.1)
     y = operator(torch.ones(1, 1, 8, 8)).to(dtype)
-    with pytest.raises(PosteriaError, match=rf"^method '{method}': y must be float32 or float64") as info:
-        pa.solve(None, operator, y, method=method, steps=2)
+    prior = (
+        GaussianDenoiser.diagonal(VPLinear(), torch.zeros(1, 8, 8), torch.ones(64))
+        if method == "ddrm"
+        else None
+    )
+    with pytest.raises(PosteriaError, match=rf"y must be float32 or float64, got {dtype}") as info:
+        pa.solve(prior, operator, y, method=method, steps=2)
     assert "\n" not in str(info.value)
 
 
@@ -225,3 +230,11 @@ def test_each_estimate_depends_on_its_own_measurement_only(method):
     alone = torch.cat([pa.solve(None, operator, y[i : i + 1], method=method, steps=20) for i in range(3)])
     torch.testing.assert_close(together, alone, rtol=0, atol=1e-12)
     assert torch.equal(pa.solve(None, operator, y, method=method, steps=20, batch_size=2), together)
+
+
+@pytest.mark.filterwarnings("ignore:ComplexHalf support is experimental")
+def test_half_precision_k_space_is_refused_in_one_line():
+    operator = get_operator("mri4", (1, 8, 8), sigma_y=0.1)
+    y = operator(torch.ones(1, 1, 8, 8)).to(torch.complex32)
+    with pytest.raises(PosteriaError, match=r"^y must be complex64 or complex128, got torch.complex32$"):
+        operator.check_measurement(y)

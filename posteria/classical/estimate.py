@@ -21,21 +21,6 @@ from posteria.samplers.base import batch_shape
 
 Estimate = Callable[..., torch.Tensor]
 
-#: The precisions a baseline computes in: the SVDs and matrix norms of torch take no others, and an integer
-#: ``y`` would give an integer image (zero filling) or fail inside a reduction.
-PRECISIONS = (torch.float32, torch.float64)
-
-
-def check_precision(y: torch.Tensor) -> torch.Tensor:
-    """``y`` if its real dtype is float32 or float64 (complex64 or complex128 for k-space), else one line."""
-    real = y.real.dtype if y.is_complex() else y.dtype
-    if real not in PRECISIONS:
-        raise PosteriaError(
-            f"y must be float32 or float64 (complex64 or complex128 for complex measurements), got {y.dtype}"
-        )
-    return y
-
-
 class PointEstimate:
     """A deterministic estimator with a sampler's interface; ``nfe`` counts prior (denoiser) calls."""
 
@@ -74,7 +59,6 @@ def register_estimate(
     def build(
         denoiser: Denoiser | None, operator: Operator, y: torch.Tensor, steps: int, **options: object
     ) -> PointEstimate:
-        check_precision(y)
         run = lambda: estimate(denoiser, operator, y, steps, **options)  # noqa: E731
         calls = prior_calls(steps, options) if prior_calls is not None else steps if prior else 0
         return PointEstimate(run, nfe=calls)
