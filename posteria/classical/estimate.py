@@ -21,6 +21,7 @@ from posteria.samplers.base import batch_shape
 
 Estimate = Callable[..., torch.Tensor]
 
+
 class PointEstimate:
     """A deterministic estimator with a sampler's interface; ``nfe`` counts prior (denoiser) calls."""
 
