@@ -319,9 +319,8 @@ def methods_cmd() -> None:
 
     for m in methods():
         needs = ", ".join(m["needs"]) or "any operator"
-        typer.echo(
-            f"{m['name']:<12} {m['summary']} [needs: {needs}; {m['default_steps']} steps] ({m['reference']})"
-        )
+        steps = f"{m['default_steps']} step{'' if m['default_steps'] == 1 else 's'}"
+        typer.echo(f"{m['name']:<12} {m['summary']} [needs: {needs}; {steps}] ({m['reference']})")
         typer.echo(f"{'':<12} options (--set key=value): {describe(m['options'])}")
         typer.echo(f"{'':<12} operators: {', '.join(m['operators'])}")
     user = [f"{name} (with --{keyword} FILE)" for name, (keyword, _, _) in USER_OPERATORS.items()]
@@ -589,10 +588,11 @@ def bench_restore(
     from posteria.posterior import METHODS
 
     noise = _noise_level(sigma_y, poisson)
+    chosen = _choices("methods", methods, list(METHODS)) if methods else None
     spec = RestoreBench(
         prior=prior,
         tasks=_choices("tasks", tasks, list(OPERATORS)) if tasks else None,
-        methods=_choices("methods", methods, list(METHODS)) if methods else None,
+        methods=chosen,
         digits=check_count("digits", digits),
         n=check_count("samples", samples),
         steps=check_count("steps", steps),
@@ -602,7 +602,9 @@ def bench_restore(
         seed=seed,
         peers=peers,
         repeats=check_count("repeats", repeats),
-        options=_method_options(set_, list(METHODS)),
+        options=_method_options(
+            set_, list(chosen or METHODS)
+        ),  # --set on a method that does not run: refused
         variants=(_variants(variant, list(METHODS)) if variant else TUNED_VARIANTS) if variants else (),
     )
     rows, shown = run_restore(spec)

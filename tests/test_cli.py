@@ -742,6 +742,9 @@ def test_bench_restore_checks_set_options_before_any_run(tmp_path, monkeypatch, 
     monkeypatch.setattr(bench, "run_restore", run_restore)
     line = error_line(monkeypatch, capsys, "bench", "restore", "--out", tmp_path, "--set", "mmps.renoice=1")
     assert line.startswith("error: --set 'mmps.renoice=1': method 'mmps' takes no option renoice")
+    args = ("bench", "restore", "--out", tmp_path, "--methods", "dps,mmps", "--set", "ddrm.eta=1")
+    line = error_line(monkeypatch, capsys, *args)  # ddrm does not run: its option would be ignored
+    assert line == "error: --set 'ddrm.eta=1': expected method.key=value with a method among dps, mmps"
 
 
 def test_quality_runs_parse_and_reject_nonsense():
