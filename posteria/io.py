@@ -241,13 +241,14 @@ def read_image(
 
 
 def has_colour(path: str | os.PathLike[str]) -> bool:
-    """Whether the image at ``path`` has a pixel whose red, green and blue differ: a colour picture, which
-    ``read_image(..., channels=1)`` turns into grey (ITU-R 601 luma), not grey stored as RGB."""
+    """Whether the image at ``path`` has a pixel whose red, green and blue differ by more than 2 levels: a
+    colour picture, which ``read_image(..., channels=1)`` turns into grey (ITU-R 601 luma), not grey stored
+    as RGB (lossy codecs such as WebP leave +-1 between the channels of a grey picture)."""
     img = _open_pil(Path(path))
     if img.mode in ("1", "L", "LA", "F") or img.mode.startswith("I"):
         return False
-    rgb = np.asarray(img.convert("RGB"))
-    return bool((rgb[..., 0] != rgb[..., 1]).any() or (rgb[..., 1] != rgb[..., 2]).any())
+    rgb = np.asarray(img.convert("RGB")).astype(np.int16)
+    return bool((rgb.max(-1) - rgb.min(-1) > 2).any())
 
 
 def read_array(path: str | os.PathLike[str], option: str, kinds: str, expected: str) -> np.ndarray:

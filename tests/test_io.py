@@ -304,3 +304,17 @@ def test_a_broken_link_is_not_an_output_folder(tmp_path: Path) -> None:
     (tmp_path / "link").symlink_to(tmp_path / "missing")
     with pytest.raises(PosteriaError, match="is a broken symbolic link"):
         pio.check_output_folder(tmp_path / "link")
+
+
+def test_has_colour_ignores_the_rounding_of_lossy_codecs(tmp_path):
+    """Grey stored as RGB with +-1 between channels (WebP rounding) is grey; 3 levels apart is colour."""
+    from posteria.io import has_colour
+
+    rgb = np.full((4, 4, 3), 100, dtype=np.uint8)
+    rgb[1, 1] = (101, 100, 99)
+    Image.fromarray(rgb).save(tmp_path / "grey.png")
+    rgb[2, 2] = (103, 100, 100)
+    Image.fromarray(rgb).save(tmp_path / "colour.png")
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "l.png")
+    assert not has_colour(tmp_path / "grey.png") and has_colour(tmp_path / "colour.png")
+    assert not has_colour(tmp_path / "l.png")

@@ -44,17 +44,23 @@ def _scaled_denoise(denoiser: Denoiser, t: float, alpha: float, x: torch.Tensor)
     return denoiser(alpha * x, batch_times(t, x))
 
 
-def check_projection(project: object, x: torch.Tensor) -> None:
-    """One line unless ``project`` is a function mapping ``x`` (B, *event) to a tensor of the same shape
-    (else the gradient step would fail to broadcast, or broadcast into the wrong shape)."""
+def check_projection(project: object) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``project`` wrapped to raise one line unless it maps ``x`` (B, *event) to a tensor of the same shape
+    (else the gradient step would fail to broadcast, or broadcast into the wrong shape); one line now
+    unless it is callable."""
     if not callable(project):
         raise PosteriaError(f"project must be a function x -> P(x) (Python API only), got {project!r}")
-    out = project(x)
-    if not isinstance(out, torch.Tensor) or out.shape != x.shape:
-        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise PosteriaError(
-            f"project must return a tensor of shape {tuple(x.shape)} like its input, got {got}"
-        )
+
+    def checked(x: torch.Tensor) -> torch.Tensor:
+        out = project(x)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise PosteriaError(
+                f"project must return a tensor of shape {tuple(x.shape)} like its input, got {got}"
+            )
+        return out
+
+    return checked
 
 
 def denoiser_calls(steps: int, options: dict[str, object]) -> int:
@@ -87,11 +93,12 @@ def map_distance(
     if lo > hi:
         raise PosteriaError(f"sigma_min must not exceed sigma_max, got {lo} > {hi}")
     x = tikhonov(denoiser, operator, y, steps)  # not A^+ y, which amplifies noise where s is small
-    if project is not None:
-        check_projection(project, x)
     eta = 1 / (lipschitz(operator, x) + lam)
     sigmas = torch.logspace(torch.log10(torch.tensor(hi)), torch.log10(torch.tensor(lo)), steps)
-    projections = [project] * steps if project is not None else denoiser_projections(denoiser, sigmas)
+    if project is not None:
+        projections = [check_projection(project)] * steps
+    else:
+        projections = denoiser_projections(denoiser, sigmas)
     for projection in projections:
         x = x - eta * (operator.adjoint(operator(x) - y) + lam * (x - projection(x)))
     return x

@@ -22,6 +22,16 @@ from posteria.samplers.base import batch_shape
 Estimate = Callable[..., torch.Tensor]
 
 
+def check_precision(y: torch.Tensor) -> torch.Tensor:
+    """``y`` unless it is half precision, which torch's SVDs and matrix norms that the baselines use do
+    not take: one line naming ``y`` (integers are refused by ``Operator.check_measurement``)."""
+    if y.dtype in (torch.float16, torch.bfloat16, torch.complex32):
+        raise PosteriaError(
+            f"y must be float32 or float64 for a classical baseline, got {y.dtype} (y.float())"
+        )
+    return y
+
+
 class PointEstimate:
     """A deterministic estimator with a sampler's interface; ``nfe`` counts prior (denoiser) calls."""
 
@@ -60,6 +70,7 @@ def register_estimate(
     def build(
         denoiser: Denoiser | None, operator: Operator, y: torch.Tensor, steps: int, **options: object
     ) -> PointEstimate:
+        check_precision(y)
         run = lambda: estimate(denoiser, operator, y, steps, **options)  # noqa: E731
         calls = prior_calls(steps, options) if prior_calls is not None else steps if prior else 0
         return PointEstimate(run, nfe=calls)

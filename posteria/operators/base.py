@@ -141,16 +141,17 @@ class Operator(nn.Module):
         return check_finite("x", x)
 
     def check_measurement(self, y: torch.Tensor, batch: int | None = None) -> torch.Tensor:
-        """Raise one line unless ``y`` is a finite float32 or float64 batch (complex64 or complex128 for
-        k-space) of shape ``(B, *measurement_shape)`` (``B = batch`` when given). Integer ``y`` would give
-        integer images (zero filling) and half precision fails inside torch's SVDs and norms."""
+        """Raise one line unless ``y`` is a finite floating-point batch (complex for k-space) of shape
+        ``(B, *measurement_shape)`` (``B = batch`` when given). An integer ``y`` would give integer images
+        (zero filling) or fail inside ``torch.finfo``."""
         self._expect_shape("y", y, self.measurement_shape, batch)
         if y.is_complex() != self.complex_measurement:
             kind = "complex" if self.complex_measurement else "real"
             raise PosteriaError(f"y must be {kind}, got {y.dtype}")
-        if (y.real.dtype if y.is_complex() else y.dtype) not in (torch.float32, torch.float64):
-            wanted = "complex64 or complex128" if y.is_complex() else "float32 or float64"
-            raise PosteriaError(f"y must be {wanted}, got {y.dtype}")
+        if not (y.is_complex() or y.is_floating_point()):
+            raise PosteriaError(
+                f"y must be a floating-point tensor, got {y.dtype} (convert it with y.float())"
+            )
         return check_finite("y", y)
 
     def check_prior(self, event_shape: tuple[int, ...] | None) -> None:

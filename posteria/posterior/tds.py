@@ -116,7 +116,7 @@ class TDS(DDIM):
     variance holds ``L r_1^2`` (``r_1 = 150`` under VP), so the first proposal is nearly DDPM's, and with
     2 or 3 steps the particles reach ``t_min`` unguided and the final weights fall on one particle (ESS 1 of
     8; mnist-mixture, box inpainting, ``sigma_y = 0.05``: data consistency 8.3, 6.2, 1.9 at 2, 5, 25 steps,
-    the prior mean's 8.4); the last step's ESS is 1 at 100 steps too with 8 particles in 784 dimensions.
+    the prior mean's 8.3); the last step's ESS is 1 at 100 steps too with 8 particles in 784 dimensions.
     Shapes: ``x_t`` (N, *event), ``N = G K``, sample ``i`` conditioned on ``y[i]``.
     """
 
