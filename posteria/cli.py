@@ -602,9 +602,8 @@ def bench_restore(
         seed=seed,
         peers=peers,
         repeats=check_count("repeats", repeats),
-        options=_method_options(
-            set_, list(chosen or METHODS)
-        ),  # --set on a method that does not run: refused
+        # --set on a method that does not run is refused, not ignored
+        options=_method_options(set_, list(chosen or METHODS)),
         variants=(_variants(variant, list(METHODS)) if variant else TUNED_VARIANTS) if variants else (),
     )
     rows, shown = run_restore(spec)

@@ -91,10 +91,7 @@ class GuidedDenoiser(Denoiser):
         svd = self.operator.svd
         s = svd.s.to(device=r2.device, dtype=torch.float64)
         noiseless = isinstance(self.noise_variance, float) and self.noise_variance == 0
-        # the cut-off in the operator's own precision: a float32 matrix's round-off singular values are
-        # ~1e-7 of the largest, far above float64's cut
-        cut = svd.inverse_singular_values(svd.s).to(r2.device) if noiseless else s
-        measured = cut > 0
+        measured = self.measured_directions().to(r2.device)
         floor = torch.clamp_min(self.mean_noise_variance(r2), 1e-16 * r2 * s.max() ** 2)[:, None]
         scale = (r2[:, None] * s**2 + floor).rsqrt()
         in_range_only = noiseless or int(measured.sum()) == self.measurement_dim
@@ -107,6 +104,16 @@ class GuidedDenoiser(Denoiser):
             return out if in_range_only else out + expand_like(off_range[:, 0], v) * v
 
         return apply
+
+    def measured_directions(self) -> torch.Tensor:
+        """Which singular directions of ``A`` a Gaussian correction keeps, boolean (k,): ``s_i > 0``, and for
+        noiseless measurements only those above DDRM's round-off cut-off
+        (:meth:`~posteria.operators.svd.ImplicitSVD.inverse_singular_values`), in the operator's own
+        precision: a float32 matrix's round-off singular values are ~1e-7 of the largest, far above
+        float64's cut, and ``1 / s`` there would scale round-off into the sample."""
+        svd = self.operator.svd
+        noiseless = isinstance(self.noise_variance, float) and self.noise_variance == 0
+        return (svd.inverse_singular_values(svd.s) if noiseless else svd.s) > 0
 
     @property
     def measurement_dim(self) -> int:

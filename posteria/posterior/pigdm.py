@@ -83,10 +83,7 @@ class PiGDMDenoiser(GuidedDenoiser):
             u = solve_measurements(lambda u: self.gram_plus_noise(u, r2), v, inverse_sqrt=W)
             return self.operator.adjoint(u)
         s = svd.s.to(device=v.device, dtype=r2.dtype)
-        # s = 0, and at sigma_y = 0 round-off s (DDRM's cut-off, in the operator's precision): A^T kills
-        # those directions, where 1 / (r^2 s) would blow up
-        cut = svd.inverse_singular_values(svd.s).to(v.device) if self.noise_variance == 0 else s
-        measured = cut > 0
+        measured = self.measured_directions().to(v.device)  # A^T kills the others; 1 / (r^2 s) would blow up
         denominator = r2[:, None] * s**2 + self.noise_variance
         gain = torch.where(measured, s / torch.where(measured, denominator, 1), 0)
         return svd.V(gain * svd.Ut(v))
