@@ -287,20 +287,17 @@ def _truth_and_measurement(
     or None, ``y`` (B, *measurement) and the metrics that say which."""
     from posteria.lab.fit import prior_draws
     from posteria.measurements import read_measurement
-    from posteria.restore import held_out_digits, input_truth, measure
+    from posteria.restore import held_out_digits, input_truth, measure, measurement_colour
 
     if image is not None and measurement is not None:
         raise PosteriaError("give --input (an image to measure) or --measurement (your y), not both")
     if measurement is not None:
         y = read_measurement(measurement, operator)
-        return None, y, {"measurement": str(measurement), "measurements": y.shape[0]}
+        source = {"measurement": str(measurement), "measurements": y.shape[0]}
+        return None, y, source | _noted_colour("--measurement", measurement_colour(measurement, operator))
     if image is not None:
         truth, source = input_truth(image, prior.event_shape)
-        if "colour_to_grey" in source:
-            names = ", ".join(source["colour_to_grey"])
-            typer.echo(
-                f"note: --input colour pictures read as grey (the prior has one channel): {names}", err=True
-            )
+        _noted_colour("--input", source)
     elif exact is not None:
         truth = prior_draws(exact, check_count("test_digits", test_digits), seed).float()
         source = {"prior_draws": test_digits}
@@ -308,6 +305,15 @@ def _truth_and_measurement(
         truth = held_out_digits(prior.card["data"], test_digits)
         source = {"test_digits": truth.shape[0]}
     return truth, measure(operator, truth, seed), source
+
+
+def _noted_colour(option: str, source: dict[str, object]) -> dict[str, object]:
+    """``source``, after a note on stderr naming its ``colour_to_grey`` pictures, if any."""
+    if "colour_to_grey" in source:
+        names = ", ".join(source["colour_to_grey"])  # type: ignore[arg-type]
+        note = f"note: {option} colour pictures read as grey (the prior has one channel): {names}"
+        typer.echo(note, err=True)
+    return source
 
 
 @app.command("methods")
@@ -769,6 +775,26 @@ def _choices(name: str, text: str, known: list[str]) -> tuple[str, ...]:
     return tuple(check_choice(name, item.strip(), known) for item in text.split(","))
 
 
+def _as_flag(message: str) -> str:
+    """``message`` with a leading argument name written as the flag that sets it: ``sigma_y must be > 0``
+    -> ``--sigma-y must be > 0``, when some command has that flag (the library names its arguments)."""
+    word, space, rest = message.partition(" ")
+    flag = "--" + word.replace("_", "-")
+    said = word.isidentifier() and rest.startswith("must ")
+    return f"{flag}{space}{rest}" if said and flag in _flags() else message
+
+
+def _flags() -> set[str]:
+    """Every long option of every command of :data:`app`, its sub-apps' included."""
+    commands = [typer.main.get_command(app)]
+    flags: set[str] = set()
+    while commands:
+        command = commands.pop()
+        commands.extend(getattr(command, "commands", {}).values())
+        flags.update(opt for param in command.params for opt in param.opts if opt.startswith("--"))
+    return flags
+
+
 def _one_line(message: str, status: int) -> None:
     typer.echo(f"error: {message}".replace("\n", " "), err=True)
     sys.exit(status)
@@ -780,7 +806,7 @@ def main() -> None:
     try:
         status = app(standalone_mode=False)  # the parser's errors reach us instead of its boxed text
     except PosteriaError as e:
-        _one_line(str(e), 2)
+        _one_line(_as_flag(str(e)), 2)
     except OSError as e:  # a full disk, a file system that refuses writes, a file that vanished
         _one_line(f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else ""), 2)
     except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises a RuntimeError

@@ -17,7 +17,7 @@ from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_count
 from posteria.io import has_colour, read_array, read_image, save_grid
 from posteria.lab.scores import ExactReference
-from posteria.measurements import save_tensors
+from posteria.measurements import ARRAY_SUFFIXES, save_tensors
 from posteria.metrics.image import consistency, psnr, ssim
 from posteria.operators.base import Operator
 from posteria.posterior.base import Runner, solve_in_batches
@@ -179,6 +179,14 @@ def _colour_to_grey(files: list[Path], event_shape: tuple[int, ...]) -> dict[str
         return {}
     names = [f.name for f in files if has_colour(f)]
     return {"colour_to_grey": names} if names else {}
+
+
+def measurement_colour(path: Path, operator: Operator) -> dict[str, object]:
+    """``{"colour_to_grey": [name]}`` if the measurement ``path`` is a colour picture that a one-channel
+    operator reads as grey, else ``{}`` (arrays are never pictures)."""
+    if Path(path).suffix.lower() in ARRAY_SUFFIXES:
+        return {}
+    return _colour_to_grey([Path(path)], operator.event_shape)
 
 
 def _read_exact(path: Path, size: tuple[int, int], option: str) -> torch.Tensor:

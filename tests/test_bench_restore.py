@@ -300,3 +300,15 @@ def test_an_exact_prior_without_a_posterior_density_runs_without_exact_rows(monk
     spec = tiny_bench("tiny-mixture", tasks=("inpaint-box",), methods=("dps",), poisson=50.0)
     rows, _ = run_restore(spec, progress=False)
     assert [r["method"] for r in rows] == ["dps-2", "dps-3"] and "nll_gap" not in rows[0]
+
+
+def test_an_option_value_a_method_refuses_fails_before_any_run(tiny_prior, monkeypatch):
+    """``--set ddrm.eta=2`` fails before the first run starts, naming the run and the task."""
+    import posteria.bench.restore as bench
+
+    calls = []
+    monkeypatch.setattr(bench, "restore", lambda *args, **kw: calls.append(args))
+    spec = tiny_bench(str(tiny_prior.folder), options={"ddrm": {"eta": 2.0}})
+    with pytest.raises(PosteriaError, match=r"^ddrm-2 on inpaint-box: method 'ddrm': eta must lie in"):
+        run_restore(spec, progress=False)
+    assert calls == []

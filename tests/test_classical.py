@@ -199,12 +199,16 @@ def test_baselines_refuse_half_precision_measurements(method):
 
 
 def test_map_distance_with_a_projection_counts_no_network_calls_and_checks_its_shape():
-    """With ``project`` the denoiser is never called: NFE 0, not ``steps``; a ``project`` that changes the
-    shape is named in one line, not a broadcasting error from inside the gradient step."""
+    """With ``project`` the denoiser is never called: NFE 0, not ``steps``, and no prior is needed (the
+    same estimate with and without one); a ``project`` that changes the shape is named in one line, not a
+    broadcasting error from inside the gradient step."""
     operator, A, y = matrix_problem(m=4, d=8)
     prior = GaussianDenoiser.full(VPLinear(), torch.zeros(8, dtype=F64), torch.eye(8, dtype=F64))
     runner = pa.posterior.prepare(prior, operator, y, "map-distance", steps=7, project=lambda v: v)
     assert runner.nfe == 0
+    halve = lambda v: v / 2  # noqa: E731
+    without = pa.solve(None, operator, y, "map-distance", steps=7, project=halve)
+    assert torch.equal(without, pa.solve(prior, operator, y, "map-distance", steps=7, project=halve))
     assert pa.posterior.prepare(prior, operator, y, "map-distance", steps=7).nfe == 7
     with pytest.raises(PosteriaError, match=r"project must return a tensor of shape \(3, 8\)"):
         pa.solve(prior, operator, y, "map-distance", steps=2, project=lambda v: v[:, :2])

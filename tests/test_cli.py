@@ -193,7 +193,7 @@ def test_sample_with_zero_steps(tmp_path, tiny_prior, monkeypatch, capsys):
     line = error_line(
         monkeypatch, capsys, "sample", "--out", tmp_path, "--prior", tiny_prior.folder, "--steps", "0"
     )
-    assert "steps must be a positive integer" in line
+    assert line == "error: --steps must be a positive integer, got 0"
 
 
 def test_sample_with_zero_samples(tmp_path, tiny_prior, monkeypatch, capsys):
@@ -348,7 +348,7 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["--sigma-y", "-0.1"], "sigma_y must be a finite number > 0"),
+        (["--sigma-y", "-0.1"], "--sigma-y must be a finite number > 0"),
         (["--operator", "smudge"], "unknown operator 'smudge'"),
         (["--method", "magic"], "unknown method 'magic'"),
         (["--operator", "sr2", "--method", "repaint"], "methods that serve it: "),
@@ -359,9 +359,9 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
         (["--method", "dps", "--set", "zeta=[1, 2]"], "zeta must be a finite number > 0, got [1, 2]"),
         (["--method", "dps-squared", "--set", "limit=False"], "limit must be true or false, got 'False'"),
         (["--method", "fista-tv", "--set", "bounds=5"], "bounds must be two numbers [low, high]"),
-        (["--test-digits", "0"], "test_digits must be a positive integer, got 0"),
-        (["--test-digits", "100000"], "test_digits must be at most"),
-        (["--seed", "-1"], "seed must be an integer in [0, 2**63), got -1"),
+        (["--test-digits", "0"], "--test-digits must be a positive integer, got 0"),
+        (["--test-digits", "100000"], "--test-digits must be at most"),
+        (["--seed", "-1"], "--seed must be an integer in [0, 2**63), got -1"),
         (["--samples", "abc"], "Invalid value for '--samples'"),
         (["--method", "tds", "--samples", "2", "--set", "particles=3"], "particles=3 must divide the n = 2"),
     ],
@@ -545,7 +545,7 @@ def test_solve_with_poisson_noise_runs_the_methods_that_serve_it(tmp_path, tiny_
     line = error_line(monkeypatch, capsys, *args, "--method", "ddrm", "--out", tmp_path / "ddrm")
     assert "needs Gaussian measurement noise" in line and "dps" in line and "mmps" in line
     line = error_line(monkeypatch, capsys, *args[:6], "0", "--out", tmp_path / "zero")
-    assert line == "error: poisson must be a finite number > 0, got 0.0"
+    assert line == "error: --poisson must be a finite number > 0, got 0.0"
     line = error_line(
         monkeypatch, capsys, *args, "--sigma-y", "0.1", "--method", "dps", "--out", tmp_path / "b"
     )
@@ -612,6 +612,20 @@ def test_solve_says_which_colour_inputs_it_read_as_grey(tmp_path, tiny_prior):
     result = CliRunner().invoke(app, [*args[:-1], str(tmp_path / "grey")])
     assert result.exit_code == 0 and "note:" not in result.stderr
     assert "colour_to_grey" not in json.loads((tmp_path / "grey" / "metrics.json").read_text())
+
+
+def test_solve_says_when_it_read_a_colour_measurement_as_grey(tmp_path, tiny_prior):
+    """--measurement with a colour picture (a blurred photograph) gets the same note as --input."""
+    rgb = torch.zeros(8, 8, 3, dtype=torch.uint8).numpy() + 90
+    rgb[2:5, 3, 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "blurred.png")
+    args = ["solve", "--prior", str(tiny_prior.folder), "--operator", "blur-gauss", "--measurement",
+            str(tmp_path / "blurred.png"), "--method", "ddrm", "--steps", "2", "--samples", "1",
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "note: --measurement colour pictures read as grey" in result.stderr
+    assert json.loads((tmp_path / "out" / "metrics.json").read_text())["colour_to_grey"] == ["blurred.png"]
 
 
 def test_solve_deblurs_with_a_users_kernel(tmp_path, tiny_prior, monkeypatch, capsys):

@@ -31,7 +31,7 @@ from posteria.operators import get_operator
 from posteria.operators.base import Operator
 from posteria.operators.noise_models import PoissonNoise
 from posteria.operators.registry import PIXEL_OPERATORS
-from posteria.posterior import METHODS, supported
+from posteria.posterior import METHODS, prepare, supported
 from posteria.report.figures import image_rows, plt, save_figure
 from posteria.restore import measure, restore
 
@@ -161,11 +161,8 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
     ``overhead`` divides a run's time by its network calls' cost at the speed the machine had during the
     run: the bare network, timed right before the run at its batch, scaled by the run's own seconds
     inside the network (:class:`NetworkClock`) over what those calls cost the bare network."""
-    noise = None if spec.poisson is None else PoissonNoise(spec.poisson)
-    g = torch.Generator().manual_seed(spec.seed)
     x, prior = problem.truth, problem.denoiser
-    operator = get_operator(task, tuple(x.shape[1:]), spec.sigma_y, g, noise=noise)
-    y = measure(operator, x, spec.seed)
+    operator, y = measured(task, problem, spec)
     rows, shown = [], {}
     reference = None if problem.exact is None else exact_reference(problem.exact, operator, y, x, spec.seed)
     if reference is not None:
@@ -182,6 +179,28 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
     if spec.peers and spec.poisson is None and azula_version() is not None:
         rows += peer_rows(task, prior, operator, y, x, spec, rows, reference)
     return rows, shown
+
+
+def measured(task: str, problem: Problem, spec: RestoreBench) -> tuple[Operator, torch.Tensor]:
+    """The operator of ``task`` (its random parts drawn under ``spec.seed``) and its measurements
+    ``y`` (B, *measurement) of the problem's truths, digit ``i``'s noise from stream ``i``."""
+    noise = None if spec.poisson is None else PoissonNoise(spec.poisson)
+    g = torch.Generator().manual_seed(spec.seed)
+    operator = get_operator(task, tuple(problem.truth.shape[1:]), spec.sigma_y, g, noise=noise)
+    return operator, measure(operator, problem.truth, spec.seed)
+
+
+def check_runs(problem: Problem, spec: RestoreBench) -> None:
+    """Build every run of every task on its first measurement, without running it, so that an option
+    value a method refuses (``--set ddrm.eta=2``) fails in one line before the first run, not after the
+    runs before it."""
+    for task in spec.tasks:
+        operator, y = measured(task, problem, spec)
+        for run in our_runs(operator, spec):
+            try:
+                prepare(problem.denoiser, operator, y[:1], run.method, run.steps, run.n, **run.options(spec))
+            except PosteriaError as e:
+                raise PosteriaError(f"{run.label} on {task}: {e}") from None
 
 
 def exact_rows(
@@ -299,6 +318,7 @@ def network_of(denoiser: Denoiser) -> torch.nn.Module:
 def run_restore(spec: RestoreBench, progress: bool = True) -> tuple[list[dict], dict[str, dict]]:
     """All rows, and per task the images to show: the truth and the first sample of every run."""
     problem = Problem.load(spec)
+    check_runs(problem, spec)
     rows, shown = [], {}
     for task in tqdm(spec.tasks, desc="tasks", disable=not progress):
         task_rows, shown[task] = run_task(task, problem, spec)

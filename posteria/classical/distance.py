@@ -84,9 +84,10 @@ def map_distance(
     ``eta = 1 / (||A||^2 + lambda)`` (the gradient's Lipschitz constant when ``P`` is a projection onto
     a subspace). ``P`` is ``project`` if given, else :func:`denoiser_projections` at noise levels going
     geometrically from ``sigma_max`` to ``sigma_min``; ``weight`` is ``lambda``. Each step calls the
-    denoiser once (NFE = steps). Defaults: of ``lambda in {1, 3}`` x ``sigma_max in {0.5, 1, 2}`` at 50
-    steps on 16 training digits, ``lambda = 1, sigma_max = 1`` was best or within 0.6 dB of the best on
-    five of the six benchmark tasks at ``sigma_y = 0.05`` (compressed sensing prefers ``lambda = 3``).
+    denoiser once (NFE = steps); with ``project`` it is never called and ``denoiser`` may be None.
+    Defaults: of ``lambda in {1, 3}`` x ``sigma_max in {0.5, 1, 2}`` at 50 steps on 16 training digits,
+    ``lambda = 1, sigma_max = 1`` was best or within 0.6 dB of the best on five of the six benchmark
+    tasks at ``sigma_y = 0.05`` (compressed sensing prefers ``lambda = 3``).
     """
     lam = check_positive("weight", weight)
     lo, hi = check_positive("sigma_min", sigma_min), check_positive("sigma_max", sigma_max)

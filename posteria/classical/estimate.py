@@ -75,7 +75,7 @@ def register_estimate(
         calls = prior_calls(steps, options) if prior_calls is not None else steps if prior else 0
         return PointEstimate(run, nfe=calls)
 
-    method = Method(
-        name, summary, reference, needs, build, default_steps, prior=prior, point=True, options_of=(estimate,)
-    )
+    without_prior = None if prior_calls is None else lambda options: prior_calls(1, options) == 0
+    method = Method(name, summary, reference, needs, build, default_steps, prior=prior, point=True,
+                    options_of=(estimate,), without_prior=without_prior)  # fmt: skip
     return register(method)

@@ -57,6 +57,8 @@ class Method:
         build: makes the sampler (see :data:`Builder`).
         default_steps: the step count of the method's paper (iterations for a classical baseline).
         prior: whether it uses the denoiser (classical baselines may not: ``solve(None, ...)``).
+        without_prior: for a method with ``prior``, whether given options stand in for the denoiser
+            (map-distance's ``project``), so that ``solve(None, ...)`` may run it.
         point: whether it returns one point estimate per measurement rather than samples.
         options_of: what receives the keyword options of ``solve`` (the builder, the sampler class,
             the estimate), most specific first; their keyword parameters are the method's options
@@ -72,10 +74,15 @@ class Method:
     prior: bool = True
     point: bool = False
     options_of: tuple[Callable[..., object], ...] = ()
+    without_prior: Callable[[dict[str, object]], bool] | None = None
 
     def options(self) -> dict[str, object]:
         """``{name: default}`` of the keyword options the method takes."""
         return option_defaults(self.options_of)
+
+    def calls_prior(self, options: dict[str, object]) -> bool:
+        """Whether a run with ``options`` calls the denoiser (so that ``solve`` needs one)."""
+        return self.prior and not (self.without_prior is not None and self.without_prior(options))
 
 
 #: What an operator can offer a method.
@@ -219,7 +226,7 @@ def prepare(
     (measurement ``i`` serves samples ``i * n`` to ``i * n + n - 1``); its ``nfe`` says the cost."""
     chosen = check_method(method, operator)
     operator.check_measurement(y)
-    if denoiser is None and chosen.prior:
+    if denoiser is None and chosen.calls_prior(options):
         raise PosteriaError(f"method {method!r} needs a prior (a denoiser), got None")
     operator.check_prior(None if denoiser is None else denoiser.event_shape)
     check_options(chosen, options)
