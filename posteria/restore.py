@@ -18,7 +18,7 @@ from posteria.errors import PosteriaError, check_count
 from posteria.io import has_colour, read_array, read_image, save_grid
 from posteria.lab.scores import ExactReference
 from posteria.measurements import ARRAY_SUFFIXES, save_tensors
-from posteria.metrics.image import consistency, psnr, ssim
+from posteria.metrics.image import aligned_samples, consistency, psnr, ssim
 from posteria.operators.base import Operator
 from posteria.posterior.base import Runner, solve_in_batches
 from posteria.random import PerSampleNoise
@@ -55,16 +55,22 @@ class Restoration:
         out = {"method": self.method, "nfe": self.nfe, "vjps": self.vjps, "seconds": self.seconds,
                "seconds_per_image": self.seconds / self.y.shape[0]}  # fmt: skip
         if self.truth is not None:
-            truth_rep = self.truth.repeat_interleave(self.samples.shape[1], dim=0)
-            out |= {
-                "psnr_mean": float(psnr(self.mean, self.truth).mean()),
-                "ssim_mean": float(ssim(self.mean, self.truth).mean()),
-                "psnr_sample": float(psnr(flat, truth_rep).mean()),
-            }
+            out |= self.scores(operator)
         y_rep = self.y.repeat_interleave(self.samples.shape[1], dim=0)
         noiseless = operator.noise.std(self.y[:1]).amax() == 0  # consistency is undefined
         out["consistency"] = None if noiseless else float(consistency(operator, flat, y_rep).mean())
         return out
+
+    def scores(self, operator: Operator) -> dict[str, object]:
+        """PSNR and SSIM of the posterior mean and PSNR of single samples against the truth, up to the
+        operator's ambiguities (:func:`~posteria.metrics.image.aligned_samples`; ``up_to`` names them):
+        the mean is then that of the aligned samples."""
+        scored = aligned_samples(operator, self.samples, self.truth)
+        mean, truth_rep = scored.mean(1), self.truth.repeat_interleave(self.samples.shape[1], dim=0)
+        out = {"psnr_mean": float(psnr(mean, self.truth).mean()),
+               "ssim_mean": float(ssim(mean, self.truth).mean()),
+               "psnr_sample": float(psnr(scored.flatten(0, 1), truth_rep).mean())}  # fmt: skip
+        return out if operator.ambiguities is None else out | {"up_to": operator.ambiguities}
 
 
 def restore(

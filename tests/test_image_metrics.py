@@ -64,3 +64,49 @@ def test_consistency_without_noise_is_one_line():
     op = Identity((1, 4, 4), sigma_y=0.0)
     with pytest.raises(PosteriaError, match="needs measurement noise"):
         consistency(op, torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
+
+
+def blob(batch: int, margin: int, generator: torch.Generator, size: int = 16) -> torch.Tensor:
+    """Random shapes on a black background (-1) with a margin, like digits: (B, 1, size, size)."""
+    x = torch.full((batch, 1, size, size), -1.0, dtype=torch.float64)
+    inner = size - 2 * margin
+    x[..., margin:-margin, margin:-margin] = torch.rand(batch, 1, inner, inner, generator=generator).double()
+    return x
+
+
+def test_phase_retrieval_equivalents_measure_as_the_image_does():
+    """|F pad(u)| is blind to the 180-degree rotation and to translations that keep the image in frame;
+    ``equivalents`` yields those and ones that push content out (which measure differently)."""
+    from posteria.operators.phase import PhaseRetrieval, translate
+
+    x = blob(2, margin=2, generator=torch.Generator().manual_seed(0))
+    op = PhaseRetrieval((1, 16, 16), sigma_y=0.05)
+    exact = [translate(v, dy, dx, -1.0) for v in (x, x.flip((-2, -1))) for dy, dx in ((0, 0), (2, -1))]
+    for v in exact:
+        torch.testing.assert_close(op(v), op(x), rtol=0, atol=1e-12)
+    candidates = list(op.equivalents(x))
+    assert len(candidates) == 2 * 9 * 9  # a quarter of 16: shifts -4..4
+    assert any(torch.equal(c, exact[3]) for c in candidates)
+    moved = torch.tensor([float((op(c) - op(x)).norm()) for c in candidates])
+    assert int((moved < 1e-10).sum()) == 2 * 5 * 5 and float(moved.max()) > 1.0  # shifts -2..2 keep it
+
+
+def test_aligned_scores_phase_retrieval_up_to_its_ambiguities_and_nothing_more():
+    """A rotated, shifted truth scores as the truth itself; an image whose equivalents all measure
+    differently (grey everywhere) is left as it is; a linear operator never moves a sample."""
+    from posteria.metrics.image import aligned, aligned_samples
+    from posteria.operators import get_operator
+    from posteria.operators.phase import PhaseRetrieval, translate
+
+    truth = blob(3, margin=4, generator=torch.Generator().manual_seed(1))
+    op = PhaseRetrieval((1, 16, 16), sigma_y=0.05)
+    assert op.ambiguities == "180-degree rotation and translation"
+    twisted = translate(truth.flip((-2, -1)), -2, 1, -1.0)
+    assert float(psnr(twisted, truth).max()) < 20
+    torch.testing.assert_close(aligned(op, twisted, truth), truth)
+    grey = torch.zeros_like(truth)  # every translation brings in background: another measurement
+    assert torch.equal(aligned(op, grey, truth), grey)
+    samples = torch.stack([twisted, truth], dim=1)  # (3, 2, 1, 16, 16)
+    torch.testing.assert_close(aligned_samples(op, samples, truth), torch.stack([truth, truth], dim=1))
+    linear = get_operator("inpaint-box", (1, 16, 16), sigma_y=0.05)
+    assert linear.ambiguities is None and torch.equal(aligned(linear, twisted, truth), twisted)

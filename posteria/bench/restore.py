@@ -26,7 +26,7 @@ from posteria.errors import PosteriaError
 from posteria.lab.fit import prior_draws, restoration_prior
 from posteria.lab.priors import GaussianMixturePrior
 from posteria.lab.scores import ExactReference, exact_reference
-from posteria.metrics.image import consistency, psnr, ssim
+from posteria.metrics.image import aligned_samples, consistency, psnr, ssim
 from posteria.operators import get_operator
 from posteria.operators.base import Operator
 from posteria.operators.noise_models import PoissonNoise
@@ -115,18 +115,22 @@ def score(
     label: str, library: str, operator: Operator, y: torch.Tensor, truth: torch.Tensor, samples: torch.Tensor
 ) -> dict[str, object]:
     """PSNR, SSIM and consistency of samples (B, n, *event) of measurements y (B, ...), and the PSNR of
-    their mean over the n samples (``psnr_mean``; the sample PSNR when n = 1)."""
+    their mean over the n samples (``psnr_mean``; the sample PSNR when n = 1); PSNR and SSIM up to the
+    operator's ambiguities (:func:`~posteria.metrics.image.aligned_samples`), which ``up_to`` names."""
     n = samples.shape[1]
-    flat = samples.flatten(0, 1)
     truth_rep = truth.repeat_interleave(n, dim=0)
-    return {
+    scored = aligned_samples(operator, samples, truth)
+    flat = scored.flatten(0, 1)
+    y_rep = y.repeat_interleave(n, dim=0)
+    row = {
         "method": label,
         "library": library,
         "psnr": float(psnr(flat, truth_rep).mean()),
-        "psnr_mean": float(psnr(samples.mean(1), truth).mean()),
+        "psnr_mean": float(psnr(scored.mean(1), truth).mean()),
         "ssim": float(ssim(flat, truth_rep).mean()),
-        "consistency": float(consistency(operator, flat, y.repeat_interleave(n, dim=0)).mean()),
+        "consistency": float(consistency(operator, samples.flatten(0, 1), y_rep).mean()),
     }
+    return row if operator.ambiguities is None else row | {"up_to": operator.ambiguities}
 
 
 def timing(seconds: float, images: int, nfe: int, vjps: int, cost: NetworkCost) -> dict[str, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -58,6 +59,9 @@ class Operator(nn.Module):
     #: downsampling); ``"pixels"`` when ``y`` is some pixels of an image of ``event_shape``, so that
     #: ``y = A(picture)`` (masks); None when ``y`` is no picture (projections, k-space, magnitudes).
     picture: str | None = None
+    #: What :meth:`equivalents` forgives when a sample is scored against the truth, in words; None when
+    #: it yields ``x`` alone.
+    ambiguities: str | None = None
 
     def __init__(
         self,
@@ -103,6 +107,13 @@ class Operator(nn.Module):
         check_generator(generator)
         with torch.no_grad():
             return self.noise.sample(self(x), generator)
+
+    def equivalents(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Signals (B, *event) that may measure as ``x`` does: the trivial ambiguities of a nonlinear
+        operator (phase retrieval's rotation and translations), which no prior can resolve, for scoring
+        a sample against the truth (:func:`~posteria.metrics.image.aligned`). ``x`` alone by default: a
+        linear operator's null space is the prior's to fill, not an ambiguity to forgive."""
+        yield x
 
     def log_likelihood(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``log p(y | x) = log p_noise(y | A(x))`` per sample: y (B, *measurement), x (B, *event) -> (B,)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 
@@ -22,6 +23,8 @@ class PhaseRetrieval(Operator):
     oversampling 2 as in Fienup (1982).
     """
 
+    ambiguities = "180-degree rotation and translation"
+
     def __init__(
         self,
         shape: tuple[int, ...],
@@ -39,7 +42,32 @@ class PhaseRetrieval(Operator):
         self.oversampling, self.unit_range = float(oversampling), bool(unit_range)
         super().__init__(shape, (*shape[:-2], *self.padded_size), sigma_y, noise)
 
+    def equivalents(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
+        """``x`` and its 180-degree rotation, each translated by up to a quarter of the image's side, what
+        leaves the frame replaced by background (intensity 0): ``|F u|`` is the same for ``u(n)``,
+        ``u(-n)`` and ``u(n - s)`` on the padded grid, so these measure as ``x`` does whenever what left
+        the frame was background."""
+        background = -1.0 if self.unit_range else 0.0
+        reach = min(x.shape[-2:]) // 4
+        for v in (x, x.flip((-2, -1))):
+            for dy in range(-reach, reach + 1):
+                for dx in range(-reach, reach + 1):
+                    yield translate(v, dy, dx, background)
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         u = (x + 1) / 2 if self.unit_range else x
         (H, W), (PH, PW) = x.shape[-2:], self.padded_size
         return fft2c(torch.nn.functional.pad(u, (0, PW - W, 0, PH - H))).abs()
+
+
+def translate(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
+    """``x`` (..., H, W) moved down by ``dy`` and right by ``dx`` pixels (negative: up, left), ``fill``
+    where nothing moved in; what leaves the frame is dropped."""
+    out = torch.full_like(x, fill)
+    H, W = x.shape[-2:]
+    if abs(dy) >= H or abs(dx) >= W:
+        return out
+    out[..., max(dy, 0) : H + min(dy, 0), max(dx, 0) : W + min(dx, 0)] = x[
+        ..., max(-dy, 0) : H + min(-dy, 0), max(-dx, 0) : W + min(-dx, 0)
+    ]
+    return out
