@@ -328,6 +328,23 @@ def test_phase_retrieval_is_nonlinear_and_sign_blind() -> None:
     _close(flat(op(x)).square().sum(1), flat(x).square().sum(1))
 
 
+@pytest.mark.parametrize("unit_range", [True, False])
+def test_phase_retrieval_knows_its_jacobian_norm(unit_range: bool) -> None:
+    """The closed form ``||J||^2`` (1/4 on [-1, 1] images, 1 on raw ones) is what power iteration finds,
+    and no direction stretches more (random probes)."""
+    from posteria.posterior.daps import jacobian_norm2
+
+    op = ops.PhaseRetrieval((1, 6, 5), unit_range=unit_range)
+    x = _signal(op)
+    known = op.jacobian_norm2(x)
+    assert known.shape == (3,)
+    torch.testing.assert_close(jacobian_norm2(op, x, iterations=200), known, rtol=1e-3, atol=0)
+    x = x.detach().requires_grad_(True)
+    for v in torch.randn(20, *x.shape, generator=torch.Generator().manual_seed(0)):
+        (jv,) = torch.autograd.functional.jvp(op, x, v)[1:]
+        assert bool((flat(jv).square().sum(1) <= known * flat(v).square().sum(1) * (1 + 1e-9)).all())
+
+
 def test_float32_operators_keep_the_dtype() -> None:
     """Built and used in float32, every operator returns float32 (complex64 for k-space)."""
     torch.set_default_dtype(torch.float32)

@@ -159,8 +159,8 @@ def our_runs(operator: Operator, spec: RestoreBench) -> list[Run]:
 
 
 def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dict]:
-    """Rows of one task and the first sample of every run (for the figure); on an exact prior, the exact
-    posterior's rows first and every run's gaps to it (:func:`exact_rows`).
+    """Rows of one task and the first sample of every run (for the figure, aligned as it is scored); on an
+    exact prior, the exact posterior's rows first and every run's gaps to it (:func:`exact_rows`).
 
     ``overhead`` divides a run's time by its network calls' cost at the speed the machine had during the
     run: the bare network, timed right before the run at its batch, scaled by the run's own seconds
@@ -179,7 +179,7 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
         row = {"task": task, **score(run.label, "posteria", operator, y, x, res.samples)}
         row |= {} if reference is None else reference.gaps(res.samples, x)
         rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, bare.during(clock)))
-        shown[run.label] = res.samples[:, 0]
+        shown[run.label] = aligned_samples(operator, res.samples[:, :1], x)[:, 0]  # as scored
     if spec.peers and spec.poisson is None and azula_version() is not None:
         rows += peer_rows(task, prior, operator, y, x, spec, rows, reference)
     return rows, shown

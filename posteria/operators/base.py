@@ -115,6 +115,12 @@ class Operator(nn.Module):
         linear operator's null space is the prior's to fill, not an ambiguity to forgive."""
         yield x
 
+    def jacobian_norm2(self, x: torch.Tensor) -> torch.Tensor | None:
+        """``||J(x)||^2``, the top eigenvalue of ``J^T J`` at each sample of ``x`` (B, *event) -> (B,), when
+        known in closed form; None otherwise (methods then estimate it by power iteration,
+        :func:`~posteria.posterior.daps.jacobian_norm2`)."""
+        return None
+
     def log_likelihood(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``log p(y | x) = log p_noise(y | A(x))`` per sample: y (B, *measurement), x (B, *event) -> (B,)."""
         mean = self(x)

@@ -54,6 +54,13 @@ class PhaseRetrieval(Operator):
                 for dx in range(-reach, reach + 1):
                     yield translate(v, dy, dx, background)
 
+    def jacobian_norm2(self, x: torch.Tensor) -> torch.Tensor:
+        """``c^2`` with ``c = du / dx`` (1/2 with ``unit_range``, else 1): ``J v = c Re(conj(p) F P v)`` with
+        ``p`` the phases of ``F P u``, so ``||J v|| <= c ||F P v|| = c ||v||`` (F unitary, P an isometry),
+        with equality at ``v = u``. Exact wherever ``F P u`` has no zero."""
+        scale = 0.5 if self.unit_range else 1.0
+        return torch.full((x.shape[0],), scale**2, dtype=x.real.dtype, device=x.device)
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         u = (x + 1) / 2 if self.unit_range else x
         (H, W), (PH, PW) = x.shape[-2:], self.padded_size

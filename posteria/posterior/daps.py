@@ -105,12 +105,13 @@ class DAPS(Sampler):
     3. ``x_s = alpha_s x0 + sigma_s z`` with fresh ``z`` (``x_0 = x0`` at the last level).
 
     Step size, per sample ``i``: ``eta_i = step_size / L_i`` with ``L_i = 1 / r_t^2 + lambda_i / tau^2``
-    the largest curvature of the target, ``lambda_i = ||J||^2`` the top eigenvalue of ``J^T J`` (closed
-    form from an SVD; else :func:`jacobian_norm2`, once for a linear ``A``, at ``x0_hat`` of every level
-    for a nonlinear one). The official code uses a fixed learning rate (5e-5 to 1e-4, decayed
-    linearly to 1% over the levels), tuned for 256x256 images and ``tau = 0.01``; a curvature-scaled
-    step is stable for any signal size, operator norm and ``sigma_y`` (at ``sigma_y = 1e-3`` a fixed 1e-4
-    diverges once ``||A|| > 0.14``), and it shrinks with ``r_t`` as the paper's decay does.
+    the largest curvature of the target, ``lambda_i = ||J||^2`` the top eigenvalue of ``J^T J``
+    (:func:`jacobian_norm2`, once for a linear ``A``; for a nonlinear one the operator's closed form,
+    phase retrieval's 1/4, or power iteration at ``x0_hat`` of every level). The official code uses a
+    fixed learning rate (5e-5 to 1e-4, decayed linearly to 1% over the levels), tuned for 256x256 images
+    and ``tau = 0.01``; a curvature-scaled step is stable for any signal size, operator norm and
+    ``sigma_y`` (at ``sigma_y = 1e-3`` a fixed 1e-4 diverges once ``||A|| > 0.14``), and it shrinks with
+    ``r_t`` as the paper's decay does.
 
     Defaults, chosen by cost and measured on a Gaussian prior (D = 4, a 2 x 4 matrix, 100 levels,
     ``n = 2000``, posterior-whitened errors at ``sigma_y`` = 0.1, 0.01, 1e-3; the prior mean is 7.4 to 800
@@ -281,9 +282,12 @@ class DAPS(Sampler):
         return x
 
     def operator_norm2(self, x: torch.Tensor) -> torch.Tensor:
-        """``||J||^2`` per sample (B,) at ``x``: exact from an SVD, computed once for a linear operator."""
+        """``||J||^2`` per sample (B,) at ``x``: computed once for a linear operator; for a nonlinear one the
+        operator's closed form (:meth:`~posteria.operators.base.Operator.jacobian_norm2`) or power
+        iteration at ``x``."""
         if not self.operator.linear:
-            return jacobian_norm2(self.operator, x)
+            known = self.operator.jacobian_norm2(x)
+            return jacobian_norm2(self.operator, x) if known is None else known
         if self._linear_norm2 is None:
             self._linear_norm2 = operator_norm2(self.operator, x)
         return torch.full((x.shape[0],), self._linear_norm2, dtype=x.dtype, device=x.device)
