@@ -93,7 +93,7 @@ def test_the_equal_speed_ratio_weighs_each_overhead_by_its_runs_network_work():
 def test_tds_runs_with_its_particles_and_dps_gets_a_reference_run():
     spec = RestoreBench(methods=("dps", "tds", "fista-tv"), steps=50, reference_steps=500, particles=3)
     runs = our_runs(get_operator("sr2", (1, 8, 8), 0.05), spec)
-    assert runs == [Run("dps", 50, 1), Run("fista-tv", 300, 1), Run("tds", 50, 3), Run("dps", 500, 1)]
+    assert runs == [Run("dps", 50, 1), Run("fista-tv", 3000, 1), Run("tds", 50, 3), Run("dps", 500, 1)]
     assert [run.label for run in runs] == ["dps-50", "fista-tv", "tds-50", "dps-500"]
 
 
