@@ -224,11 +224,15 @@ def test_the_cli_names_a_bad_task_method_or_variant():
 
 def test_report_states_the_settings_and_the_missing_peers():
     spec = RestoreBench(peers=False)
-    rows = [{"task": "sr4", "library": "posteria", "method": "dps-100", "nfe": 100, "psnr": 20.0}]
+    rows = [{"task": "sr4", "library": "posteria", "method": "dps-100", "nfe": 100, "psnr": 20.0,
+             "psnr_mean": 20.0}]  # fmt: skip
     text, markdown = report(rows, spec)
     assert json.loads(text)["settings"]["digits"] == 16
-    assert "steps=100" in markdown and "azula" in markdown
+    assert "steps=100" in markdown and "azula not run (--no-peers)" in markdown
     assert "against DPS" not in markdown  # no MMPS or DDRM run: no empty targets table
+    assert "variants: none" in markdown  # the default variants' methods did not run
+    rows.append(rows[0] | {"method": "mmps-100 (renoise=1.0)"})
+    assert "variants: mmps-100 (renoise=1.0);" in report(rows, spec)[1]
 
 
 def test_repeats_pair_our_runs_with_azulas_in_alternating_order(tiny_prior, monkeypatch):

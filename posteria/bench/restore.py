@@ -393,9 +393,11 @@ def report(rows: list[dict], spec: RestoreBench) -> tuple[str, str]:
     goals = targets(rows)
     peers = f"azula {azula_version()}" if azula_version() else "azula not installed"
     peers = "azula not run (Poisson noise)" if spec.poisson is not None else peers
+    peers = peers if spec.peers else "azula not run (--no-peers)"
     hidden = ("tasks", "methods", "variants")
     settings = ", ".join(f"{k}={v}" for k, v in asdict(spec).items() if k not in hidden)
-    variants = "; ".join(Run(name, spec.steps, spec.n, tuple(o.items())).label for name, o in spec.variants)
+    labels = [Run(name, spec.steps, spec.n, tuple(o.items())).label for name, o in spec.variants]
+    variants = "; ".join(label for label in labels if any(r["method"] == label for r in rows))  # those run
     text = json.dumps({"machine": machine(), "settings": asdict(spec), "peers": peers, "results": rows,
                        "targets": goals}, indent=2)  # fmt: skip
     goals_section = (
