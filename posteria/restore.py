@@ -27,7 +27,9 @@ from posteria.report.figures import image_rows
 
 @dataclass
 class Restoration:
-    """Posterior samples for B measurements: ``samples`` (B, n, *event), ``y`` (B, *measurement)."""
+    """Posterior samples for B measurements: ``samples`` (B, n, *event), ``y`` (B, *measurement);
+    ``registered_to`` says what the samples were aligned to within the operator's ambiguities (see
+    :func:`restore`), None when it has none."""
 
     method: str
     y: torch.Tensor
@@ -36,6 +38,7 @@ class Restoration:
     nfe: int
     vjps: int
     seconds: float
+    registered_to: str | None = None
 
     @property
     def mean(self) -> torch.Tensor:
@@ -55,22 +58,22 @@ class Restoration:
         out = {"method": self.method, "nfe": self.nfe, "vjps": self.vjps, "seconds": self.seconds,
                "seconds_per_image": self.seconds / self.y.shape[0]}  # fmt: skip
         if self.truth is not None:
-            out |= self.scores(operator)
+            out |= self.scores()
+        if self.registered_to is not None:
+            out |= {"up_to": operator.ambiguities, "registered_to": self.registered_to}
         y_rep = self.y.repeat_interleave(self.samples.shape[1], dim=0)
         noiseless = operator.noise.std(self.y[:1]).amax() == 0  # consistency is undefined
         out["consistency"] = None if noiseless else float(consistency(operator, flat, y_rep).mean())
         return out
 
-    def scores(self, operator: Operator) -> dict[str, object]:
-        """PSNR and SSIM of the posterior mean and PSNR of single samples against the truth, up to the
-        operator's ambiguities (:func:`~posteria.metrics.image.aligned_samples`; ``up_to`` names them):
-        the mean is then that of the aligned samples."""
-        scored = aligned_samples(operator, self.samples, self.truth)
-        mean, truth_rep = scored.mean(1), self.truth.repeat_interleave(self.samples.shape[1], dim=0)
-        out = {"psnr_mean": float(psnr(mean, self.truth).mean()),
-               "ssim_mean": float(ssim(mean, self.truth).mean()),
-               "psnr_sample": float(psnr(scored.flatten(0, 1), truth_rep).mean())}  # fmt: skip
-        return out if operator.ambiguities is None else out | {"up_to": operator.ambiguities}
+    def scores(self) -> dict[str, float]:
+        """PSNR and SSIM of the posterior mean and PSNR of single samples against the truth."""
+        truth_rep = self.truth.repeat_interleave(self.samples.shape[1], dim=0)
+        return {
+            "psnr_mean": float(psnr(self.mean, self.truth).mean()),
+            "ssim_mean": float(ssim(self.mean, self.truth).mean()),
+            "psnr_sample": float(psnr(self.samples.flatten(0, 1), truth_rep).mean()),
+        }
 
 
 def restore(
@@ -87,11 +90,21 @@ def restore(
     **options: object,
 ) -> Restoration:
     """Sample ``n`` posterior draws per measurement in ``y`` with ``method``, ``batch_size`` measurements
-    at a time (default: all; the samples do not depend on it), and time it."""
+    at a time (default: all; the samples do not depend on it), and time it.
+
+    Where the measurement cannot tell some signals apart (``operator.ambiguities``: phase retrieval's
+    rotation and translations), each sample is registered, moved to the one of its equivalents nearest
+    to the truth, or without one to its measurement's first sample
+    (:func:`~posteria.metrics.image.aligned_samples`), so that their mean, spread and PSNR mean something
+    (a digit and its rotation averaged are neither)."""
     generator = torch.Generator().manual_seed(seed)
     run = solve_in_batches(prior, operator, y, method, steps, n, generator, batch_size, progress, **options)
     vjps = max(map(vjps_of, run.runners))
-    return Restoration(method, y, run.samples, truth, run.runners[0].nfe, vjps, run.seconds)
+    samples, registered_to = run.samples, None
+    if operator.ambiguities is not None:
+        registered_to = "first sample" if truth is None else "truth"
+        samples = aligned_samples(operator, samples, run.samples[:, 0] if truth is None else truth)
+    return Restoration(method, y, samples, truth, run.runners[0].nfe, vjps, run.seconds, registered_to)
 
 
 def vjps_of(runner: Runner) -> int:

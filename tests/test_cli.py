@@ -316,7 +316,8 @@ def test_solve_on_an_exact_prior_compares_the_samples_with_its_exact_posterior(t
     assert (tmp_path / "mri4" / "exact_std.png").stat().st_size > 0
     phase = run("phase", "1")
     assert phase["exact_posterior"].startswith("none") and "nll_gap" not in phase
-    assert phase["up_to"] == "180-degree rotation and translation" and "up_to" not in metrics
+    assert (phase["up_to"], phase["registered_to"]) == ("180-degree rotation and translation", "truth")
+    assert "up_to" not in metrics
     assert not (tmp_path / "phase" / "exact_mean.png").exists()
 
 

@@ -110,3 +110,38 @@ def test_aligned_scores_phase_retrieval_up_to_its_ambiguities_and_nothing_more()
     torch.testing.assert_close(aligned_samples(op, samples, truth), torch.stack([truth, truth], dim=1))
     linear = get_operator("inpaint-box", (1, 16, 16), sigma_y=0.05)
     assert linear.ambiguities is None and torch.equal(aligned(linear, twisted, truth), twisted)
+
+
+def test_restore_registers_phase_retrieval_samples_to_the_truth_or_the_first_sample(monkeypatch):
+    """``restore`` on phase retrieval, with a sampler that draws the truth, its rotation and a translation:
+    with the truth all three become the truth; without, each becomes its equivalent nearest to the
+    measurement's first sample (here the rotation); a linear operator's samples are untouched."""
+    from types import SimpleNamespace
+
+    import posteria.restore as restoring
+    from posteria.operators import get_operator
+    from posteria.operators.phase import translate
+    from posteria.posterior.base import BatchedRun
+
+    truth = blob(2, margin=4, generator=torch.Generator().manual_seed(2))
+    rotated = truth.flip((-2, -1))
+    drawn = torch.stack([rotated, truth, translate(truth, 2, -3, -1.0)], dim=1)  # (2, 3, 1, 16, 16)
+    runner = SimpleNamespace(nfe=5, vjps=0)
+    monkeypatch.setattr(restoring, "solve_in_batches", lambda *args, **kw: BatchedRun(drawn, [runner], 1.0))
+    op = get_operator("phase", (1, 16, 16), sigma_y=0.05)
+    y = op(truth)
+    with_truth = restoring.restore(None, op, y, "daps", truth=truth)
+    torch.testing.assert_close(with_truth.samples, truth[:, None].expand_as(drawn), rtol=0, atol=0)
+    metrics = with_truth.metrics(op)
+    assert metrics["up_to"] == "180-degree rotation and translation" and metrics["registered_to"] == "truth"
+    assert metrics["psnr_sample"] >= 100 and abs(metrics["consistency"] - 0.0) < 1e-6
+    without = restoring.restore(None, op, y, "daps")
+    torch.testing.assert_close(without.samples, rotated[:, None].expand_as(drawn), rtol=0, atol=0)
+    assert without.registered_to == "first sample"
+    box = get_operator("inpaint-box", (1, 16, 16), sigma_y=0.05)
+    plain = restoring.restore(None, box, box(truth), "ddrm", truth=truth)
+    assert (
+        plain.registered_to is None
+        and torch.equal(plain.samples, drawn)
+        and "up_to" not in plain.metrics(box)
+    )

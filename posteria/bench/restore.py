@@ -115,20 +115,19 @@ def score(
     label: str, library: str, operator: Operator, y: torch.Tensor, truth: torch.Tensor, samples: torch.Tensor
 ) -> dict[str, object]:
     """PSNR, SSIM and consistency of samples (B, n, *event) of measurements y (B, ...), and the PSNR of
-    their mean over the n samples (``psnr_mean``; the sample PSNR when n = 1); PSNR and SSIM up to the
-    operator's ambiguities (:func:`~posteria.metrics.image.aligned_samples`), which ``up_to`` names."""
+    their mean over the n samples (``psnr_mean``; the sample PSNR when n = 1). Where the operator has
+    ambiguities the samples come registered to the truth (:func:`~posteria.restore.restore`,
+    :func:`~posteria.metrics.image.aligned_samples`), and ``up_to`` names them."""
     n = samples.shape[1]
+    flat = samples.flatten(0, 1)
     truth_rep = truth.repeat_interleave(n, dim=0)
-    scored = aligned_samples(operator, samples, truth)
-    flat = scored.flatten(0, 1)
-    y_rep = y.repeat_interleave(n, dim=0)
     row = {
         "method": label,
         "library": library,
         "psnr": float(psnr(flat, truth_rep).mean()),
-        "psnr_mean": float(psnr(scored.mean(1), truth).mean()),
+        "psnr_mean": float(psnr(samples.mean(1), truth).mean()),
         "ssim": float(ssim(flat, truth_rep).mean()),
-        "consistency": float(consistency(operator, samples.flatten(0, 1), y_rep).mean()),
+        "consistency": float(consistency(operator, flat, y.repeat_interleave(n, dim=0)).mean()),
     }
     return row if operator.ambiguities is None else row | {"up_to": operator.ambiguities}
 
@@ -159,8 +158,8 @@ def our_runs(operator: Operator, spec: RestoreBench) -> list[Run]:
 
 
 def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dict]:
-    """Rows of one task and the first sample of every run (for the figure, aligned as it is scored); on an
-    exact prior, the exact posterior's rows first and every run's gaps to it (:func:`exact_rows`).
+    """Rows of one task and the first sample of every run (for the figure, registered as it is scored); on
+    an exact prior, the exact posterior's rows first and every run's gaps to it (:func:`exact_rows`).
 
     ``overhead`` divides a run's time by its network calls' cost at the speed the machine had during the
     run: the bare network, timed right before the run at its batch, scaled by the run's own seconds
@@ -175,11 +174,11 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
     for run in tqdm(our_runs(operator, spec), desc=task, leave=False):
         bare = NetworkCost.measure(prior, x.shape[0] * run.n)
         with NetworkClock(network_of(prior)) as clock:
-            res = restore(prior, operator, y, run.method, run.steps, run.n, spec.seed, **run.options(spec))
+            res = restore(prior, operator, y, run.method, run.steps, run.n, spec.seed, x, **run.options(spec))
         row = {"task": task, **score(run.label, "posteria", operator, y, x, res.samples)}
         row |= {} if reference is None else reference.gaps(res.samples, x)
         rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, bare.during(clock)))
-        shown[run.label] = aligned_samples(operator, res.samples[:, :1], x)[:, 0]  # as scored
+        shown[run.label] = res.samples[:, 0]
     if spec.peers and spec.poisson is None and azula_version() is not None:
         rows += peer_rows(task, prior, operator, y, x, spec, rows, reference)
     return rows, shown
@@ -245,8 +244,9 @@ def peer_rows(
         pairs += [
             timed_pair(prior, operator, y, run, spec, ours_first=i % 2 == 0) for i in range(1, spec.repeats)
         ]
-        row = {"task": task, **score(run.label, "azula", operator, y, x, theirs.samples)}
-        row |= {} if reference is None else reference.gaps(theirs.samples, x)
+        samples = aligned_samples(operator, theirs.samples, x)  # registered as ours (restore)
+        row = {"task": task, **score(run.label, "azula", operator, y, x, samples)}
+        row |= {} if reference is None else reference.gaps(samples, x)
         row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, bare.during(clock))
         costs = (mine[f"network_{k}_s"] for k in ("forward", "forward_graph", "vjp"))
         mine_cost = NetworkCost(*costs, batch=x.shape[0] * run.n)
