@@ -775,24 +775,14 @@ def _choices(name: str, text: str, known: list[str]) -> tuple[str, ...]:
     return tuple(check_choice(name, item.strip(), known) for item in text.split(","))
 
 
-def _as_flag(message: str) -> str:
-    """``message`` with a leading argument name written as the flag that sets it: ``sigma_y must be > 0``
-    -> ``--sigma-y must be > 0``, when some command has that flag (the library names its arguments)."""
+def _as_flag(message: str, typed: list[str]) -> str:
+    """``message`` with a leading argument name written as the flag that sets it, ``sigma_y must be > 0``
+    -> ``--sigma-y must be > 0``, when that flag is among the ``typed`` arguments (the library names its
+    arguments; a value from ``--set`` or a config file keeps its own name)."""
     word, space, rest = message.partition(" ")
     flag = "--" + word.replace("_", "-")
-    said = word.isidentifier() and rest.startswith("must ")
-    return f"{flag}{space}{rest}" if said and flag in _flags() else message
-
-
-def _flags() -> set[str]:
-    """Every long option of every command of :data:`app`, its sub-apps' included."""
-    commands = [typer.main.get_command(app)]
-    flags: set[str] = set()
-    while commands:
-        command = commands.pop()
-        commands.extend(getattr(command, "commands", {}).values())
-        flags.update(opt for param in command.params for opt in param.opts if opt.startswith("--"))
-    return flags
+    given = any(arg == flag or arg.startswith(flag + "=") for arg in typed)
+    return f"{flag}{space}{rest}" if word.isidentifier() and rest.startswith("must ") and given else message
 
 
 def _one_line(message: str, status: int) -> None:
@@ -806,7 +796,7 @@ def main() -> None:
     try:
         status = app(standalone_mode=False)  # the parser's errors reach us instead of its boxed text
     except PosteriaError as e:
-        _one_line(_as_flag(str(e)), 2)
+        _one_line(_as_flag(str(e), sys.argv[1:]), 2)
     except OSError as e:  # a full disk, a file system that refuses writes, a file that vanished
         _one_line(f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else ""), 2)
     except (MemoryError, RuntimeError) as e:  # torch's CPU allocator raises a RuntimeError

@@ -196,6 +196,18 @@ def test_sample_with_zero_steps(tmp_path, tiny_prior, monkeypatch, capsys):
     assert line == "error: --steps must be a positive integer, got 0"
 
 
+def test_an_error_names_the_flag_only_when_it_was_typed(tmp_path, monkeypatch, capsys):
+    """``steps`` from ``--set`` (train has no --steps) keeps its name; typed as ``--sigma-y=-1`` it is the
+    flag."""
+    config = tmp_path / "run.toml"
+    config.write_text(f'data = "digits"\nout = "{tmp_path / "run"}"\n')
+    line = error_line(monkeypatch, capsys, "train", "--config", config, "--set", "steps=0")
+    assert line == "error: steps must be a positive integer, got 0"
+    line = error_line(monkeypatch, capsys, "solve", "--sigma-y=-1", "--out", tmp_path / "solve")
+    assert line == "error: --sigma-y must be a finite number > 0, got -1.0"
+    assert not (tmp_path / "run").exists()
+
+
 def test_sample_with_zero_samples(tmp_path, tiny_prior, monkeypatch, capsys):
     line = error_line(
         monkeypatch, capsys, "sample", "--out", tmp_path, "--prior", tiny_prior.folder, "-n", "0"

@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from posteria.metrics.image import consistency, psnr, ssim
-from posteria.operators import Identity
+from posteria.operators import Identity, get_operator
+from posteria.operators.phase import PhaseRetrieval
+from posteria.operators.registration import translate
 
 
 def test_psnr_of_a_known_error():
@@ -66,49 +68,81 @@ def test_consistency_without_noise_is_one_line():
         consistency(op, torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
 
 
-def blob(batch: int, margin: int, generator: torch.Generator, size: int = 16) -> torch.Tensor:
-    """Random shapes on a black background (-1) with a margin, like digits: (B, 1, size, size)."""
-    x = torch.full((batch, 1, size, size), -1.0, dtype=torch.float64)
-    inner = size - 2 * margin
-    x[..., margin:-margin, margin:-margin] = torch.rand(batch, 1, inner, inner, generator=generator).double()
-    return x
+def test_registration_maps_every_shift_as_translating_one_at_a_time_does():
+    """The FFT maps against brute force over every shift of a (2, 2, 5, 7) pair: the kept energy, the
+    cross-correlation, and the nearest shift among those cropping little enough."""
+    from posteria.operators.registration import best_translation, cross_correlation, kept_energy, translate
+
+    g = torch.Generator().manual_seed(3)
+    a, b = (
+        torch.randn(2, 2, 5, 7, generator=g, dtype=torch.float64),
+        torch.randn(2, 2, 5, 7, generator=g).double(),
+    )
+    shifts = [(dy, dx) for dy in range(-4, 5) for dx in range(-6, 7)]
+    moved = torch.stack([translate(a, dy, dx, 0.0) for dy, dx in shifts], dim=1)  # (2, 117, 2, 5, 7)
+    kept = moved.square().flatten(2).sum(2).reshape(2, 9, 13)
+    torch.testing.assert_close(kept_energy(a), kept)
+    correlation = (moved * b[:, None]).flatten(2).sum(2).reshape(2, 9, 13)
+    torch.testing.assert_close(cross_correlation(a, b), correlation)
+    allowed = torch.tensor([1.0, 8.0], dtype=torch.float64)
+    distance, found = best_translation(a, b, allowed)
+    brute = (moved - b[:, None]).square().flatten(2).sum(2)
+    cropped = a.square().flatten(1).sum(1)[:, None] - moved.square().flatten(2).sum(2)
+    brute = brute.masked_fill(cropped > allowed[:, None], torch.inf)
+    torch.testing.assert_close(distance, brute.min(1).values)
+    assert [tuple(d) for d in found.tolist()] == [shifts[k] for k in brute.argmin(1).tolist()]
 
 
-def test_phase_retrieval_equivalents_measure_as_the_image_does():
-    """|F pad(u)| is blind to the 180-degree rotation and to translations that keep the image in frame;
-    ``equivalents`` yields those and ones that push content out (which measure differently)."""
-    from posteria.operators.phase import PhaseRetrieval, translate
+def picture(margin: int, background: float = -1.0, shape: tuple[int, ...] = (1, 16, 16)) -> torch.Tensor:
+    """Two random images (2, *shape), float64, on ``background`` with a margin of that many pixels."""
+    truth = torch.full((2, *shape), background, dtype=torch.float64)
+    inner = [n - 2 * margin for n in shape[-2:]]
+    g = torch.Generator().manual_seed(4)
+    truth[..., margin:-margin, margin:-margin] = torch.rand(2, *shape[:-2], *inner, generator=g).double()
+    return truth
 
-    x = blob(2, margin=2, generator=torch.Generator().manual_seed(0))
-    op = PhaseRetrieval((1, 16, 16), sigma_y=0.05)
-    exact = [translate(v, dy, dx, -1.0) for v in (x, x.flip((-2, -1))) for dy, dx in ((0, 0), (2, -1))]
-    for v in exact:
+
+def test_phase_retrieval_is_blind_to_rotation_and_to_translations_within_the_frame():
+    """|F pad(u)| keeps the 180-degree rotation and translations that keep the image in frame exactly, and
+    changes by at most c ||cropped|| otherwise (the bound behind ``nearest_equivalent``)."""
+    op, x = PhaseRetrieval((1, 16, 16), sigma_y=0.05), picture(margin=2)
+    for v in (x.flip((-2, -1)), translate(x, 2, -1, -1.0), translate(x.flip((-2, -1)), -2, 2, -1.0)):
         torch.testing.assert_close(op(v), op(x), rtol=0, atol=1e-12)
-    candidates = list(op.equivalents(x))
-    assert len(candidates) == 2 * 9 * 9  # a quarter of 16: shifts -4..4
-    assert any(torch.equal(c, exact[3]) for c in candidates)
-    moved = torch.tensor([float((op(c) - op(x)).norm()) for c in candidates])
-    assert int((moved < 1e-10).sum()) == 2 * 5 * 5 and float(moved.max()) > 1.0  # shifts -2..2 keep it
+    for dy, dx in ((4, 0), (-3, 5), (0, -6)):
+        cropped = ((x + 1) / 2).square().sum((1, 2, 3)) - ((translate(x, dy, dx, -1.0) + 1) / 2).square().sum(
+            (1, 2, 3)
+        )
+        change = (op(translate(x, dy, dx, -1.0)) - op(x)).flatten(1).norm(dim=1)
+        assert bool((cropped > 0).all()) and bool((change <= cropped.sqrt() + 1e-12).all())
 
 
-def test_aligned_scores_phase_retrieval_up_to_its_ambiguities_and_nothing_more():
-    """A rotated, shifted truth scores as the truth itself; an image whose equivalents all measure
-    differently (grey everywhere) is left as it is; a linear operator never moves a sample."""
+@pytest.mark.parametrize(
+    ("unit_range", "shape", "move"),
+    [(True, (1, 16, 16), (-2, 1)), (False, (1, 16, 16), (3, -2)), (True, (3, 12, 24), (1, -7))],
+    ids=["unit-range", "signed", "colour-wide"],
+)
+def test_aligned_undoes_the_ambiguities_of_phase_retrieval_and_nothing_more(unit_range, shape, move):
+    """A rotated (negated, without ``unit_range``), translated truth is registered back onto the truth,
+    a 7-pixel move along the long side of a 12 x 24 image included; an image whose moves all crop content
+    (grey everywhere) stays; a linear operator moves nothing."""
     from posteria.metrics.image import aligned, aligned_samples
-    from posteria.operators import get_operator
-    from posteria.operators.phase import PhaseRetrieval, translate
 
-    truth = blob(3, margin=4, generator=torch.Generator().manual_seed(1))
-    op = PhaseRetrieval((1, 16, 16), sigma_y=0.05)
-    assert op.ambiguities == "180-degree rotation and translation"
-    twisted = translate(truth.flip((-2, -1)), -2, 1, -1.0)
-    assert float(psnr(twisted, truth).max()) < 20
+    background = -1.0 if unit_range else 0.0
+    op = PhaseRetrieval(shape, unit_range=unit_range, sigma_y=0.05)
+    truth = picture(4 if shape[-1] == 16 else 2, background, shape)
+    if shape[-1] == 24:  # content in columns 4-13 only: room to move 7 pixels along the long side
+        truth[..., :, 2:] = truth[..., :, :-2].clone()
+        truth[..., :, 14:] = background
+    twisted = translate(truth.flip((-2, -1)) * (1 if unit_range else -1), *move, background)
+    torch.testing.assert_close(op(twisted), op(truth), rtol=0, atol=1e-9)  # an exact equivalent
+    assert float(psnr(twisted, truth).max()) < 25
     torch.testing.assert_close(aligned(op, twisted, truth), truth)
-    grey = torch.zeros_like(truth)  # every translation brings in background: another measurement
+    grey = torch.full_like(truth, 0.3)
     assert torch.equal(aligned(op, grey, truth), grey)
-    samples = torch.stack([twisted, truth], dim=1)  # (3, 2, 1, 16, 16)
+    samples = torch.stack([twisted, truth], dim=1)
     torch.testing.assert_close(aligned_samples(op, samples, truth), torch.stack([truth, truth], dim=1))
-    linear = get_operator("inpaint-box", (1, 16, 16), sigma_y=0.05)
+    assert op.ambiguities == ("" if unit_range else "sign, ") + "180-degree rotation and translation"
+    linear = get_operator("inpaint-box", shape, sigma_y=0.05)
     assert linear.ambiguities is None and torch.equal(aligned(linear, twisted, truth), twisted)
 
 
@@ -120,10 +154,9 @@ def test_restore_registers_phase_retrieval_samples_to_the_truth_or_the_first_sam
 
     import posteria.restore as restoring
     from posteria.operators import get_operator
-    from posteria.operators.phase import translate
     from posteria.posterior.base import BatchedRun
 
-    truth = blob(2, margin=4, generator=torch.Generator().manual_seed(2))
+    truth = picture(margin=4)
     rotated = truth.flip((-2, -1))
     drawn = torch.stack([rotated, truth, translate(truth, 2, -3, -1.0)], dim=1)  # (2, 3, 1, 16, 16)
     runner = SimpleNamespace(nfe=5, vjps=0)

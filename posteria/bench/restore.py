@@ -195,8 +195,8 @@ def measured(task: str, problem: Problem, spec: RestoreBench) -> tuple[Operator,
 
 def check_runs(problem: Problem, spec: RestoreBench) -> None:
     """Build every run of every task on its first measurement, without running it, so that an option
-    value a method refuses (``--set ddrm.eta=2``) fails in one line before the first run, not after the
-    runs before it."""
+    value a sampler refuses (``--set ddrm.eta=2``) fails in one line before the first run, not after the
+    runs before it. (A classical baseline checks its values when it runs: building it runs nothing.)"""
     for task in spec.tasks:
         operator, y = measured(task, problem, spec)
         for run in our_runs(operator, spec):

@@ -118,18 +118,18 @@ def fista_tv(
     15.5 random inpainting, 14.2 SR x4, 20.6 deblurring, 28.8 CS 25%, 29.7 MRI x4 at 300 steps).
 
     ``steps`` is the most steps; after :data:`WARM_UP` steps each sample stops, keeping its iterate, once
-    ``||x_{k+1} - x_k|| <= tolerance ||x_k||``; the default ``tolerance = 0.02 sigma_y`` (0, as at
-    ``sigma_y = 0``, runs every step) and ``steps = 3000`` (2026-12-05, first 16 test digits). A
-    tolerance that does not scale with the noise fails one end: CS 25% at ``sigma_y = 0.05`` peaks at
-    step 300 (28.87 dB, converged 27.72), where its change is 1e-3, while at ``sigma_y = 1e-3`` its
-    change stays near 1e-3 from step 100 to 1,000 (9.0 dB at 300, 20.1 at 1,000) and falls to 3e-5 by
-    3,000 (35.7 dB). With ``0.02 sigma_y``: at ``sigma_y = 0.05`` box 11.70, random 15.04, SR 14.74,
-    deblurring 19.87, CS 29.15, MRI 29.53 dB (300 steps: 11.75, 15.15, 14.74, 19.90, 28.87, 29.40),
-    each sample stopping between steps 101 and 364; at ``1e-3`` CS 36.07 and MRI 44.33 dB (300 steps:
-    9.0 and 42.2), but box and random inpainting, whose 300-step iterates beat the TV minimiser, fall
-    from 13.5 to 11.6 and from 15.5 to 15.1 dB. ``0.015 sigma_y`` to ``0.025 sigma_y`` stay within
-    0.16 dB of the 300-step PSNR at 0.05 on these digits and on test digits 500-515; ``0.01`` and
-    ``0.03`` lose 1.5 and 0.5 dB on CS. The steps a sample ran are not reported (NFE stays 0).
+    ``||x_{k+1} - x_k|| <= tolerance ||x_k||``; the default ``tolerance = 0.02 sigma_y`` (0, as at ``sigma_y =
+    0``, stops only at an exact fixed point) and ``steps = 3000`` (2026-12-05, first 16 test digits). A
+    tolerance that does not scale with the noise fails one end: CS 25% at ``sigma_y = 0.05`` peaks at step 300
+    (28.87 dB, converged 27.72), where its change is 1e-3, while at ``sigma_y = 1e-3`` its change stays near
+    1e-3 from step 100 to 1,000 (9.0 dB at 300, 20.1 at 1,000) and falls to 3e-5 by 3,000 (35.7 dB). With
+    ``0.02 sigma_y``: at ``sigma_y = 0.05`` box 11.70, random 15.04, SR 14.74, deblurring 19.87, CS 29.15, MRI
+    29.53 dB (300 steps: 11.75, 15.15, 14.74, 19.90, 28.87, 29.40), each sample stopping between steps 101 and
+    364; at ``1e-3`` CS 36.07 and MRI 44.33 dB (300 steps: 9.0 and 42.2), but box and random inpainting, whose
+    300-step iterates beat the TV minimiser, fall from 13.5 to 11.6 and from 15.5 to 15.1 dB. ``0.015
+    sigma_y`` to ``0.025 sigma_y`` stay within 0.16 dB of the 300-step PSNR at 0.05 on these digits and on
+    test digits 500-515; ``0.01`` and ``0.03`` lose 1.5 and 0.5 dB on CS. The steps a sample ran are not
+    reported (NFE stays 0).
     """
     lam = max(operator.sigma_y**2, 1e-4) if weight is None else check_positive("weight", weight)
     inner = check_count("inner_iterations", inner_iterations)

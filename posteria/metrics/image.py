@@ -19,7 +19,8 @@ from posteria.tensors import flat
 
 def psnr(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """``10 log10(1 / MSE)`` on [0, 1]-scaled images: (B, *event) x 2 -> (B,)."""
-    return 10 * torch.log10(1 / _mse(x, reference).clamp_min(1e-12))
+    mse = flat((x.clamp(-1, 1) - reference) / 2).square().mean(dim=1)
+    return 10 * torch.log10(1 / mse.clamp_min(1e-12))
 
 
 def _gaussian_window(size: int, std: float, channels: int, like: torch.Tensor) -> torch.Tensor:
@@ -61,35 +62,25 @@ def consistency(operator: Operator, x: torch.Tensor, y: torch.Tensor) -> torch.T
     return scaled.norm(dim=1) / math.sqrt(scaled.shape[1])
 
 
-def aligned(operator: Operator, x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """``x`` (B, *event) with each sample replaced by the one of ``operator.equivalents(x)`` nearest to
-    ``truth`` (B, *event) that measures as it does, ``||A(x') - A(x)||`` at most a tenth of the noise's
-    size ``||std(A x)||`` (``1e-6 ||A x||`` without noise): PSNR up to the ambiguities the measurement
-    cannot resolve (phase retrieval's rotation and translations), the way that field scores. ``x``
-    itself for an operator without any."""
+def aligned(operator: Operator, x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, *event) with each sample moved within the operator's ambiguities to the signal nearest to
+    ``reference`` (B, *event) that measures as it does, ``||A(x') - A(x)||`` at most a tenth of the noise's
+    size ``||std(A x)||`` (``1e-6 ||A x||`` without noise) (:meth:`Operator.nearest_equivalent`): PSNR up
+    to what the measurement cannot resolve (phase retrieval's rotation and translations), the way that
+    field scores. ``x`` itself for an operator without ambiguities."""
+    if operator.ambiguities is None:
+        return x
     with torch.no_grad():
         measured = operator(x)
         noise = flat(operator.noise.std(measured)).norm(dim=1)
         tolerance = torch.where(noise > 0, noise / 10, 1e-6 * flat(measured.abs()).norm(dim=1))
-        best, best_mse = x, _mse(x, truth)
-        for candidate in operator.equivalents(x):
-            change = flat((operator(candidate) - measured).abs()).norm(dim=1)
-            mse = torch.where(change <= tolerance, _mse(candidate, truth), torch.inf)
-            better = mse < best_mse
-            best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), candidate, best)
-            best_mse = torch.minimum(mse, best_mse)
-    return best
+        return operator.nearest_equivalent(x, reference, tolerance)
 
 
-def _mse(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """The mean square error per sample (B,) on which :func:`psnr` is based."""
-    return flat((x.clamp(-1, 1) - reference) / 2).square().mean(dim=1)
-
-
-def aligned_samples(operator: Operator, samples: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """:func:`aligned` on ``n`` samples per truth: samples (B, n, *event), truth (B, *event)."""
+def aligned_samples(operator: Operator, samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """:func:`aligned` on ``n`` samples per reference: samples (B, n, *event), reference (B, *event)."""
     if operator.ambiguities is None:
         return samples
     n = samples.shape[1]
-    flat_samples = aligned(operator, samples.flatten(0, 1), truth.repeat_interleave(n, dim=0))
+    flat_samples = aligned(operator, samples.flatten(0, 1), reference.repeat_interleave(n, dim=0))
     return flat_samples.unflatten(0, samples.shape[:2])

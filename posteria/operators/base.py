@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import torch
 from torch import nn
@@ -59,8 +58,8 @@ class Operator(nn.Module):
     #: downsampling); ``"pixels"`` when ``y`` is some pixels of an image of ``event_shape``, so that
     #: ``y = A(picture)`` (masks); None when ``y`` is no picture (projections, k-space, magnitudes).
     picture: str | None = None
-    #: What :meth:`equivalents` forgives when a sample is scored against the truth, in words; None when
-    #: it yields ``x`` alone.
+    #: What :meth:`nearest_equivalent` forgives when a sample is registered, in words; None when it keeps
+    #: ``x``.
     ambiguities: str | None = None
 
     def __init__(
@@ -108,12 +107,15 @@ class Operator(nn.Module):
         with torch.no_grad():
             return self.noise.sample(self(x), generator)
 
-    def equivalents(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
-        """Signals (B, *event) that may measure as ``x`` does: the trivial ambiguities of a nonlinear
-        operator (phase retrieval's rotation and translations), which no prior can resolve, for scoring
-        a sample against the truth (:func:`~posteria.metrics.image.aligned`). ``x`` alone by default: a
+    def nearest_equivalent(
+        self, x: torch.Tensor, reference: torch.Tensor, tolerance: torch.Tensor
+    ) -> torch.Tensor:
+        """Each sample of ``x`` (B, *event) moved, within the trivial ambiguities of a nonlinear operator
+        that no prior can resolve (phase retrieval's rotation and translations), to the signal nearest to
+        ``reference`` (B, *event) whose measurement differs from ``A(x)`` by at most ``tolerance`` (B,):
+        for registering samples (:func:`~posteria.metrics.image.aligned`). ``x`` itself by default: a
         linear operator's null space is the prior's to fill, not an ambiguity to forgive."""
-        yield x
+        return x
 
     def jacobian_norm2(self, x: torch.Tensor) -> torch.Tensor | None:
         """``||J(x)||^2``, the top eigenvalue of ``J^T J`` at each sample of ``x`` (B, *event) -> (B,), when

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import torch
 
@@ -11,6 +10,7 @@ from posteria.errors import PosteriaError, check_positive, check_shape
 from posteria.operators.base import Operator
 from posteria.operators.fourier import fft2c
 from posteria.operators.noise_models import NoiseModel
+from posteria.operators.registration import best_translation, translate
 
 
 class PhaseRetrieval(Operator):
@@ -40,41 +40,51 @@ class PhaseRetrieval(Operator):
             )
         self.padded_size = (math.ceil(oversampling * shape[-2]), math.ceil(oversampling * shape[-1]))
         self.oversampling, self.unit_range = float(oversampling), bool(unit_range)
+        self.ambiguities = PhaseRetrieval.ambiguities if unit_range else "sign, " + PhaseRetrieval.ambiguities
         super().__init__(shape, (*shape[:-2], *self.padded_size), sigma_y, noise)
 
-    def equivalents(self, x: torch.Tensor) -> Iterator[torch.Tensor]:
-        """``x`` and its 180-degree rotation, each translated by up to a quarter of the image's side, what
-        leaves the frame replaced by background (intensity 0): ``|F u|`` is the same for ``u(n)``,
-        ``u(-n)`` and ``u(n - s)`` on the padded grid, so these measure as ``x`` does whenever what left
-        the frame was background."""
+    def nearest_equivalent(
+        self, x: torch.Tensor, reference: torch.Tensor, tolerance: torch.Tensor
+    ) -> torch.Tensor:
+        """The rotation (and sign, without ``unit_range``) and translation of each sample of ``x`` nearest
+        to ``reference`` (B, *event) that measures as it does to within ``tolerance`` (B,).
+
+        ``|F pad(u)|`` is the same for ``u(n)``, ``u(-n)`` (the 180-degree rotation in the frame: a
+        reflection and a circular shift on the padded grid) and ``-u``; a translation with background
+        (``u = 0``) moving in changes it by at most the norm of what leaves the frame (the circular shift
+        keeps it; the reverse triangle inequality and a unitary ``F`` bound the rest), so translations
+        cropping at most ``tolerance`` are taken. All shifts at once: :mod:`~posteria.operators.registration`.
+        """
         background = -1.0 if self.unit_range else 0.0
-        reach = min(x.shape[-2:]) // 4
-        for v in (x, x.flip((-2, -1))):
-            for dy in range(-reach, reach + 1):
-                for dx in range(-reach, reach + 1):
-                    yield translate(v, dy, dx, background)
+        allowed = (tolerance / self.intensity_scale) ** 2  # cropped energy, in model space
+        best, best_distance = x, torch.full(x.shape[:1], torch.inf, dtype=torch.float64, device=x.device)
+        for v in self.orientations(x):
+            distance, shifts = best_translation(v - background, reference - background, allowed)
+            moved = torch.stack(
+                [translate(v[i], dy, dx, background) for i, (dy, dx) in enumerate(shifts.tolist())]
+            )
+            better = distance < best_distance
+            best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), moved, best)
+            best_distance = torch.minimum(distance, best_distance)
+        return best
+
+    def orientations(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """``x`` and its 180-degree rotation, and their negatives without ``unit_range``."""
+        turned = [x, x.flip((-2, -1))]
+        return turned if self.unit_range else [*turned, *(-v for v in turned)]
+
+    @property
+    def intensity_scale(self) -> float:
+        """``c = du / dx``: 1/2 with ``unit_range``, else 1."""
+        return 0.5 if self.unit_range else 1.0
 
     def jacobian_norm2(self, x: torch.Tensor) -> torch.Tensor:
-        """``c^2`` with ``c = du / dx`` (1/2 with ``unit_range``, else 1): ``J v = c Re(conj(p) F P v)`` with
-        ``p`` the phases of ``F P u``, so ``||J v|| <= c ||F P v|| = c ||v||`` (F unitary, P an isometry),
-        with equality at ``v = u``. Exact wherever ``F P u`` has no zero."""
-        scale = 0.5 if self.unit_range else 1.0
-        return torch.full((x.shape[0],), scale**2, dtype=x.real.dtype, device=x.device)
+        """``c^2``, ``c`` = :attr:`intensity_scale`: ``J v = c Re(conj(p) F P v)`` with ``p`` the phases of
+        ``F P u``, so ``||J v|| <= c ||F P v|| = c ||v||`` (F unitary, P an isometry), with equality at
+        ``v = u``. Exact wherever ``F P u`` has no zero."""
+        return torch.full((x.shape[0],), self.intensity_scale**2, dtype=x.real.dtype, device=x.device)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         u = (x + 1) / 2 if self.unit_range else x
         (H, W), (PH, PW) = x.shape[-2:], self.padded_size
         return fft2c(torch.nn.functional.pad(u, (0, PW - W, 0, PH - H))).abs()
-
-
-def translate(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
-    """``x`` (..., H, W) moved down by ``dy`` and right by ``dx`` pixels (negative: up, left), ``fill``
-    where nothing moved in; what leaves the frame is dropped."""
-    out = torch.full_like(x, fill)
-    H, W = x.shape[-2:]
-    if abs(dy) >= H or abs(dx) >= W:
-        return out
-    out[..., max(dy, 0) : H + min(dy, 0), max(dx, 0) : W + min(dx, 0)] = x[
-        ..., max(-dy, 0) : H + min(-dy, 0), max(-dx, 0) : W + min(-dx, 0)
-    ]
-    return out

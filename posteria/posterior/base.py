@@ -270,7 +270,8 @@ def solve(
 
     Args:
         denoiser: the prior, ``E[x | x_t]``; its event shape must match the operator's. None for the
-            classical baselines that use no prior (``Method.prior`` is False).
+            methods that call no prior (:meth:`Method.calls_prior`: the classical baselines without one,
+            map-distance given ``project``).
         operator: the measurement model ``y = A(x) + w``.
         y: measurements, (B, *operator.measurement_shape).
         method: a key of :data:`METHODS` (see :func:`methods`).
