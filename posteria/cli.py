@@ -752,8 +752,9 @@ def _method_options(
     for method, options in grouped.items():  # checked together: one item's sampler admits another's keys
         try:
             check_options(METHODS[method], options)
-        except PosteriaError as e:
-            raise PosteriaError(f"{option} {','.join(given[method])!r}: {e}") from None
+        except PosteriaError as e:  # as typed: one --variant of comma-joined items, or one --set per item
+            typed = [",".join(given[method])] if option == "--variant" else given[method]
+            raise PosteriaError(f"{' '.join(f'{option} {item!r}' for item in typed)}: {e}") from None
     return grouped
 
 

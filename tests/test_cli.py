@@ -770,6 +770,13 @@ def test_bench_restore_checks_set_options_before_any_run(tmp_path, monkeypatch, 
     monkeypatch.setattr(bench, "run_restore", run_restore)
     line = error_line(monkeypatch, capsys, "bench", "restore", "--out", tmp_path, "--set", "mmps.renoice=1")
     assert line.startswith("error: --set 'mmps.renoice=1': method 'mmps' takes no option renoice")
+    args = ("bench", "restore", "--out", tmp_path, "--set", "mmps.maxiter=3", "--set", "mmps.renoice=1")
+    line = error_line(monkeypatch, capsys, *args)  # each --set as typed, not joined into one
+    assert line.startswith("error: --set 'mmps.maxiter=3' --set 'mmps.renoice=1': method 'mmps' takes no")
+    line = error_line(
+        monkeypatch, capsys, "bench", "restore", "--out", tmp_path, "--variant", "mmps.a=1,mmps.b=2"
+    )
+    assert line.startswith("error: --variant 'mmps.a=1,mmps.b=2': method 'mmps' takes no option a, b")
     args = ("bench", "restore", "--out", tmp_path, "--methods", "dps,mmps", "--set", "ddrm.eta=1")
     line = error_line(monkeypatch, capsys, *args)  # ddrm does not run: its option would be ignored
     assert line == "error: --set 'ddrm.eta=1': expected method.key=value with a method among dps, mmps"
