@@ -781,9 +781,12 @@ def _as_flag(message: str, typed: list[str]) -> str:
     -> ``--sigma-y must be > 0``, when that flag is among the ``typed`` arguments (the library names its
     arguments; a value from ``--set`` or a config file keeps its own name)."""
     word, space, rest = message.partition(" ")
-    flag = "--" + word.replace("_", "-")
-    given = any(arg == flag or arg.startswith(flag + "=") for arg in typed)
-    return f"{flag}{space}{rest}" if word.isidentifier() and rest.startswith("must ") and given else message
+    if not (word.isidentifier() and rest.startswith("must ")):
+        return message
+    long = "--" + word.replace("_", "-")
+    flags = (long, "-" + word) if len(word) == 1 else (long,)  # -n, the short form of --n
+    given = [flag for flag in flags if any(arg == flag or arg.startswith(flag + "=") for arg in typed)]
+    return f"{given[0]}{space}{rest}" if given else message
 
 
 def _one_line(message: str, status: int) -> None:

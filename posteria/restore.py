@@ -29,7 +29,8 @@ from posteria.report.figures import image_rows
 class Restoration:
     """Posterior samples for B measurements: ``samples`` (B, n, *event), ``y`` (B, *measurement);
     ``registered_to`` says what the samples were aligned to within the operator's ambiguities (see
-    :func:`restore`), None when it has none."""
+    :func:`restore`), None when it has none, and ``drawn`` holds them as the sampler drew them then (data
+    consistency is theirs)."""
 
     method: str
     y: torch.Tensor
@@ -39,6 +40,7 @@ class Restoration:
     vjps: int
     seconds: float
     registered_to: str | None = None
+    drawn: torch.Tensor | None = None
 
     @property
     def mean(self) -> torch.Tensor:
@@ -54,7 +56,7 @@ class Restoration:
     def metrics(self, operator: Operator) -> dict[str, float | None]:
         """PSNR and SSIM of the posterior mean and of single samples (if the truth is known), the mean
         data consistency of the samples, NFE, and the seconds of sampling, in all and per measurement."""
-        flat = self.samples.flatten(0, 1)
+        flat = (self.samples if self.drawn is None else self.drawn).flatten(0, 1)
         out = {"method": self.method, "nfe": self.nfe, "vjps": self.vjps, "seconds": self.seconds,
                "seconds_per_image": self.seconds / self.y.shape[0]}  # fmt: skip
         if self.truth is not None:
@@ -104,7 +106,8 @@ def restore(
     if operator.ambiguities is not None:
         registered_to = "first sample" if truth is None else "truth"
         samples = aligned_samples(operator, samples, run.samples[:, 0] if truth is None else truth)
-    return Restoration(method, y, samples, truth, run.runners[0].nfe, vjps, run.seconds, registered_to)
+    drawn = None if registered_to is None else run.samples
+    return Restoration(method, y, samples, truth, run.runners[0].nfe, vjps, run.seconds, registered_to, drawn)
 
 
 def vjps_of(runner: Runner) -> int:

@@ -212,7 +212,7 @@ def test_sample_with_zero_samples(tmp_path, tiny_prior, monkeypatch, capsys):
     line = error_line(
         monkeypatch, capsys, "sample", "--out", tmp_path, "--prior", tiny_prior.folder, "-n", "0"
     )
-    assert "n must be a positive integer" in line
+    assert line == "error: -n must be a positive integer, got 0"  # the flag as typed
 
 
 def test_train_with_an_unknown_key(tmp_path, monkeypatch, capsys):

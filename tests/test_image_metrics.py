@@ -165,6 +165,7 @@ def test_restore_registers_phase_retrieval_samples_to_the_truth_or_the_first_sam
     y = op(truth)
     with_truth = restoring.restore(None, op, y, "daps", truth=truth)
     torch.testing.assert_close(with_truth.samples, truth[:, None].expand_as(drawn), rtol=0, atol=0)
+    assert torch.equal(with_truth.drawn, drawn)  # kept for the data consistency, which is the sampler's
     metrics = with_truth.metrics(op)
     assert metrics["up_to"] == "180-degree rotation and translation" and metrics["registered_to"] == "truth"
     assert metrics["psnr_sample"] >= 100 and abs(metrics["consistency"] - 0.0) < 1e-6
@@ -175,6 +176,37 @@ def test_restore_registers_phase_retrieval_samples_to_the_truth_or_the_first_sam
     plain = restoring.restore(None, box, box(truth), "ddrm", truth=truth)
     assert (
         plain.registered_to is None
+        and plain.drawn is None
         and torch.equal(plain.samples, drawn)
         and "up_to" not in plain.metrics(box)
     )
+
+
+def test_a_translation_is_taken_exactly_when_its_crop_is_within_the_tolerance():
+    """A faint top row (0.02 above background) cropped by moving the digit up 5 rows: the move is taken
+    at a tolerance of 1.01 x what it crops (in intensity, ``u = (x + 1) / 2``) and refused at 0.99 x (for
+    a move of the rotation that crops only background); a tiny tolerance keeps ``x`` however near the
+    reference's moves are."""
+    x = picture(margin=6)
+    x[..., 0, :] = -1.0 + 0.02
+    op = PhaseRetrieval((1, 16, 16), sigma_y=0.05)
+    reference = translate(x, -5, 0, -1.0)
+    cropped = ((x[..., 0, :] + 1) / 2).flatten(1).norm(dim=1)
+    torch.testing.assert_close(op.nearest_equivalent(x, reference, 1.01 * cropped), reference)
+    refused = op.nearest_equivalent(x, reference, 0.99 * cropped)
+    assert not torch.equal(refused, reference)
+    assert bool(((op(refused) - op(x)).flatten(1).norm(dim=1) <= 1e-12).all())  # rotated, moved: exact
+    assert torch.equal(op.nearest_equivalent(x, torch.full_like(x, -1.0), torch.full((2,), 1e-9)), x)
+
+
+def test_registration_takes_images_without_a_channel_axis_and_breaks_ties_to_no_move():
+    """(B, H, W) signals register like (B, 1, H, W) ones; with the reference halfway between ``x`` and its
+    rotation (an exact tie), ``x`` itself is kept."""
+    from posteria.metrics.image import aligned
+
+    truth = picture(margin=4)
+    flat_op, op = PhaseRetrieval((16, 16), sigma_y=0.05), PhaseRetrieval((1, 16, 16), sigma_y=0.05)
+    twisted = translate(truth.flip((-2, -1)), 1, -2, -1.0)
+    torch.testing.assert_close(aligned(flat_op, twisted[:, 0], truth[:, 0]), truth[:, 0])
+    halfway = (truth + truth.flip((-2, -1))) / 2
+    assert torch.equal(aligned(op, truth, halfway), truth)

@@ -112,14 +112,17 @@ class RestoreBench:
 
 
 def score(
-    label: str, library: str, operator: Operator, y: torch.Tensor, truth: torch.Tensor, samples: torch.Tensor
-) -> dict[str, object]:
+    label: str, library: str, operator: Operator, y: torch.Tensor, truth: torch.Tensor, samples: torch.Tensor,
+    drawn: torch.Tensor | None = None,
+) -> dict[str, object]:  # fmt: skip
     """PSNR, SSIM and consistency of samples (B, n, *event) of measurements y (B, ...), and the PSNR of
     their mean over the n samples (``psnr_mean``; the sample PSNR when n = 1). Where the operator has
     ambiguities the samples come registered to the truth (:func:`~posteria.restore.restore`,
-    :func:`~posteria.metrics.image.aligned_samples`), and ``up_to`` names them."""
+    :func:`~posteria.metrics.image.aligned_samples`), ``up_to`` names them, and the consistency is that of
+    the samples as ``drawn``."""
     n = samples.shape[1]
     flat = samples.flatten(0, 1)
+    fit = flat if drawn is None else drawn.flatten(0, 1)
     truth_rep = truth.repeat_interleave(n, dim=0)
     row = {
         "method": label,
@@ -127,7 +130,7 @@ def score(
         "psnr": float(psnr(flat, truth_rep).mean()),
         "psnr_mean": float(psnr(samples.mean(1), truth).mean()),
         "ssim": float(ssim(flat, truth_rep).mean()),
-        "consistency": float(consistency(operator, flat, y.repeat_interleave(n, dim=0)).mean()),
+        "consistency": float(consistency(operator, fit, y.repeat_interleave(n, dim=0)).mean()),
     }
     return row if operator.ambiguities is None else row | {"up_to": operator.ambiguities}
 
@@ -175,7 +178,7 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
         bare = NetworkCost.measure(prior, x.shape[0] * run.n)
         with NetworkClock(network_of(prior)) as clock:
             res = restore(prior, operator, y, run.method, run.steps, run.n, spec.seed, x, **run.options(spec))
-        row = {"task": task, **score(run.label, "posteria", operator, y, x, res.samples)}
+        row = {"task": task, **score(run.label, "posteria", operator, y, x, res.samples, res.drawn)}
         row |= {} if reference is None else reference.gaps(res.samples, x)
         rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, bare.during(clock)))
         shown[run.label] = res.samples[:, 0]
@@ -245,7 +248,7 @@ def peer_rows(
             timed_pair(prior, operator, y, run, spec, ours_first=i % 2 == 0) for i in range(1, spec.repeats)
         ]
         samples = aligned_samples(operator, theirs.samples, x)  # registered as ours (restore)
-        row = {"task": task, **score(run.label, "azula", operator, y, x, samples)}
+        row = {"task": task, **score(run.label, "azula", operator, y, x, samples, theirs.samples)}
         row |= {} if reference is None else reference.gaps(samples, x)
         row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, bare.during(clock))
         costs = (mine[f"network_{k}_s"] for k in ("forward", "forward_graph", "vjp"))

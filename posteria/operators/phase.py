@@ -47,7 +47,8 @@ class PhaseRetrieval(Operator):
         self, x: torch.Tensor, reference: torch.Tensor, tolerance: torch.Tensor
     ) -> torch.Tensor:
         """The rotation (and sign, without ``unit_range``) and translation of each sample of ``x`` nearest
-        to ``reference`` (B, *event) that measures as it does to within ``tolerance`` (B,).
+        to ``reference`` (B, *event) among those that the bound below admits as measuring like ``x`` to
+        within ``tolerance`` (B,).
 
         ``|F pad(u)|`` is the same for ``u(n)``, ``u(-n)`` (the 180-degree rotation in the frame: a
         reflection and a circular shift on the padded grid) and ``-u``; a translation with background
@@ -63,7 +64,7 @@ class PhaseRetrieval(Operator):
             moved = torch.stack(
                 [translate(v[i], dy, dx, background) for i, (dy, dx) in enumerate(shifts.tolist())]
             )
-            better = distance < best_distance
+            better = distance < best_distance * (1 - 1e-12) - 1e-12  # ties (to rounding): the earlier one
             best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), moved, best)
             best_distance = torch.minimum(distance, best_distance)
         return best

@@ -31,7 +31,7 @@ def translate(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
 def kept_energy(a: torch.Tensor) -> torch.Tensor:
     """``K(d) = ||S_d a||^2`` for every shift: (B, ..., H, W) -> (B, 2H - 1, 2W - 1) (see the module)."""
     H, W = a.shape[-2:]
-    power = a.square().flatten(1, -3).sum(1)  # (B, H, W), channels summed
+    power = a.square().reshape(a.shape[0], -1, H, W).sum(1)  # (B, H, W), channels (if any) summed
     prefix = torch.nn.functional.pad(power.cumsum(-2).cumsum(-1), (1, 0, 1, 0))  # (B, H + 1, W + 1)
     rows, cols = _kept_range(H, a.device), _kept_range(W, a.device)
     (r0, r1), (c0, c1) = (i[:, None] for i in rows), (j[None, :] for j in cols)
@@ -50,7 +50,7 @@ def cross_correlation(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     H, W = a.shape[-2:]
     size = (2 * H, 2 * W)
     spectrum = torch.fft.rfft2(a, s=size).conj() * torch.fft.rfft2(b, s=size)
-    circular = torch.fft.irfft2(spectrum, s=size).flatten(1, -3).sum(1)  # (B, 2H, 2W), index d mod 2H
+    circular = torch.fft.irfft2(spectrum, s=size).reshape(a.shape[0], -1, *size).sum(1)  # index d mod 2H
     rows = torch.arange(-(H - 1), H, device=a.device) % (2 * H)
     cols = torch.arange(-(W - 1), W, device=a.device) % (2 * W)
     return circular[:, rows[:, None], cols[None, :]]
