@@ -8,7 +8,7 @@ import torch
 from posteria.metrics.image import consistency, psnr, ssim
 from posteria.operators import Identity, get_operator
 from posteria.operators.phase import PhaseRetrieval
-from posteria.operators.registration import translate
+from posteria.operators.registration import translate_each
 
 
 def test_psnr_of_a_known_error():
@@ -68,10 +68,31 @@ def test_consistency_without_noise_is_one_line():
         consistency(op, torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
 
 
+def translate(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
+    """The reference for ``translate_each``: every image of ``x`` (..., H, W) moved down by ``dy`` and right
+    by ``dx``, by slicing."""
+    out = torch.full_like(x, fill)
+    H, W = x.shape[-2:]
+    if abs(dy) < H and abs(dx) < W:
+        target = (..., slice(max(dy, 0), H + min(dy, 0)), slice(max(dx, 0), W + min(dx, 0)))
+        out[target] = x[..., max(-dy, 0) : H + min(-dy, 0), max(-dx, 0) : W + min(-dx, 0)]
+    return out
+
+
+def test_translate_each_moves_every_image_by_its_own_shift():
+    """Shifts in and beyond the frame, on (B, H, W) and (B, C, H, W) images, against slicing."""
+    g = torch.Generator().manual_seed(5)
+    shifts = torch.tensor([[0, 0], [2, -3], [-4, 5], [6, 1], [-1, -7]])
+    for shape in ((5, 6, 7), (5, 3, 6, 7)):
+        x = torch.randn(*shape, generator=g)
+        expected = torch.stack([translate(x[i], dy, dx, -1.0) for i, (dy, dx) in enumerate(shifts.tolist())])
+        assert torch.equal(translate_each(x, shifts, -1.0), expected)
+
+
 def test_registration_maps_every_shift_as_translating_one_at_a_time_does():
     """The FFT maps against brute force over every shift of a (2, 2, 5, 7) pair: the kept energy, the
     cross-correlation, and the nearest shift among those cropping little enough."""
-    from posteria.operators.registration import best_translation, cross_correlation, kept_energy, translate
+    from posteria.operators.registration import best_translation, cross_correlation, kept_energy
 
     g = torch.Generator().manual_seed(3)
     a, b = (

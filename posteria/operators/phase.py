@@ -10,7 +10,7 @@ from posteria.errors import PosteriaError, check_positive, check_shape
 from posteria.operators.base import Operator
 from posteria.operators.fourier import fft2c
 from posteria.operators.noise_models import NoiseModel
-from posteria.operators.registration import best_translation, translate
+from posteria.operators.registration import best_translation, translate_each
 
 
 class PhaseRetrieval(Operator):
@@ -61,9 +61,7 @@ class PhaseRetrieval(Operator):
         best, best_distance = x, torch.full(x.shape[:1], torch.inf, dtype=torch.float64, device=x.device)
         for v in self.orientations(x):
             distance, shifts = best_translation(v - background, reference - background, allowed)
-            moved = torch.stack(
-                [translate(v[i], dy, dx, background) for i, (dy, dx) in enumerate(shifts.tolist())]
-            )
+            moved = translate_each(v, shifts, background)
             better = distance < best_distance * (1 - 1e-12) - 1e-12  # ties (to rounding): the earlier one
             best = torch.where(better.view(-1, *[1] * (x.dim() - 1)), moved, best)
             best_distance = torch.minimum(distance, best_distance)

@@ -15,17 +15,18 @@ from __future__ import annotations
 import torch
 
 
-def translate(x: torch.Tensor, dy: int, dx: int, fill: float) -> torch.Tensor:
-    """``x`` (..., H, W) moved down by ``dy`` and right by ``dx`` pixels (negative: up, left), ``fill``
-    where nothing moved in; what leaves the frame is dropped."""
-    out = torch.full_like(x, fill)
-    H, W = x.shape[-2:]
-    if abs(dy) >= H or abs(dx) >= W:
-        return out
-    out[..., max(dy, 0) : H + min(dy, 0), max(dx, 0) : W + min(dx, 0)] = x[
-        ..., max(-dy, 0) : H + min(-dy, 0), max(-dx, 0) : W + min(-dx, 0)
-    ]
-    return out
+def translate_each(x: torch.Tensor, shifts: torch.Tensor, fill: float) -> torch.Tensor:
+    """Each image of ``x`` (B, ..., H, W) moved down by its ``dy`` and right by its ``dx`` pixels (shifts
+    (B, 2) integers; negative: up, left), ``fill`` where nothing moved in, what leaves the frame dropped:
+    ``S_d`` of the module, as one gather from the source pixel of every target pixel."""
+    B, (H, W) = x.shape[0], x.shape[-2:]
+    rows = torch.arange(H, device=x.device) - shifts[:, :1]  # (B, H): the source row of each row
+    cols = torch.arange(W, device=x.device) - shifts[:, 1:]  # (B, W)
+    inside = ((rows >= 0) & (rows < H))[:, :, None] & ((cols >= 0) & (cols < W))[:, None, :]  # (B, H, W)
+    source = rows.clamp(0, H - 1)[:, :, None] * W + cols.clamp(0, W - 1)[:, None, :]  # (B, H, W)
+    pixels = x.reshape(B, -1, H * W)
+    moved = pixels.gather(2, source.reshape(B, 1, H * W).expand_as(pixels)).reshape(x.shape)
+    return torch.where(inside.reshape(B, *[1] * (x.dim() - 3), H, W), moved, fill)
 
 
 def kept_energy(a: torch.Tensor) -> torch.Tensor:
