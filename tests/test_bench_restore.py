@@ -307,12 +307,16 @@ def test_an_exact_prior_without_a_posterior_density_runs_without_exact_rows(monk
 
 
 def test_an_option_value_a_method_refuses_fails_before_any_run(tiny_prior, monkeypatch):
-    """``--set ddrm.eta=2`` fails before the first run starts, naming the run and the task."""
+    """``--set ddrm.eta=2`` fails before the first run starts, naming the run and the task; so does a
+    baseline's (which checks its options only when it runs)."""
     import posteria.bench.restore as bench
 
     calls = []
     monkeypatch.setattr(bench, "restore", lambda *args, **kw: calls.append(args))
     spec = tiny_bench(str(tiny_prior.folder), options={"ddrm": {"eta": 2.0}})
     with pytest.raises(PosteriaError, match=r"^ddrm-2 on inpaint-box: method 'ddrm': eta must lie in"):
+        run_restore(spec, progress=False)
+    spec = tiny_bench(str(tiny_prior.folder), options={"tikhonov": {"weight": -1.0}})
+    with pytest.raises(PosteriaError, match=r"^tikhonov on inpaint-box: weight must be"):
         run_restore(spec, progress=False)
     assert calls == []

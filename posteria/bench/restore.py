@@ -197,14 +197,18 @@ def measured(task: str, problem: Problem, spec: RestoreBench) -> tuple[Operator,
 
 
 def check_runs(problem: Problem, spec: RestoreBench) -> None:
-    """Build every run of every task on its first measurement, without running it, so that an option
-    value a sampler refuses (``--set ddrm.eta=2``) fails in one line before the first run, not after the
-    runs before it. (A classical baseline checks its values when it runs: building it runs nothing.)"""
+    """Build every run of every task on its first measurement, so that an option value a method refuses
+    (``--set ddrm.eta=2``) fails in one line before the first run, not after the runs before it. A sampler
+    checks its options when built; a classical baseline only when it runs, so one given options is run
+    on that measurement (baselines are cheap: at most 3,000 iterations on one image)."""
     for task in spec.tasks:
         operator, y = measured(task, problem, spec)
         for run in our_runs(operator, spec):
+            options = run.options(spec)
             try:
-                prepare(problem.denoiser, operator, y[:1], run.method, run.steps, run.n, **run.options(spec))
+                runner = prepare(problem.denoiser, operator, y[:1], run.method, run.steps, run.n, **options)
+                if METHODS[run.method].point and options:
+                    runner((run.n, *operator.event_shape))
             except PosteriaError as e:
                 raise PosteriaError(f"{run.label} on {task}: {e}") from None
 
