@@ -28,9 +28,8 @@ from posteria.report.figures import image_rows
 @dataclass
 class Restoration:
     """Posterior samples for B measurements: ``samples`` (B, n, *event), ``y`` (B, *measurement);
-    ``registered_to`` says what the samples were aligned to within the operator's ambiguities (see
-    :func:`restore`), None when it has none, and ``drawn`` holds them as the sampler drew them then (data
-    consistency is theirs)."""
+    ``drawn`` holds them as the sampler drew them when ``samples`` were registered within the operator's
+    ambiguities (see :func:`restore`; data consistency is theirs), else None."""
 
     method: str
     y: torch.Tensor
@@ -39,8 +38,14 @@ class Restoration:
     nfe: int
     vjps: int
     seconds: float
-    registered_to: str | None = None
     drawn: torch.Tensor | None = None
+
+    @property
+    def registered_to(self) -> str | None:
+        """What the samples were registered to: the truth, each measurement's first sample, or nothing."""
+        if self.drawn is None:
+            return None
+        return "first sample" if self.truth is None else "truth"
 
     @property
     def mean(self) -> torch.Tensor:
@@ -102,12 +107,11 @@ def restore(
     generator = torch.Generator().manual_seed(seed)
     run = solve_in_batches(prior, operator, y, method, steps, n, generator, batch_size, progress, **options)
     vjps = max(map(vjps_of, run.runners))
-    samples, registered_to = run.samples, None
+    samples, drawn = run.samples, None
     if operator.ambiguities is not None:
-        registered_to = "first sample" if truth is None else "truth"
-        samples = aligned_samples(operator, samples, run.samples[:, 0] if truth is None else truth)
-    drawn = None if registered_to is None else run.samples
-    return Restoration(method, y, samples, truth, run.runners[0].nfe, vjps, run.seconds, registered_to, drawn)
+        drawn = run.samples
+        samples = aligned_samples(operator, drawn, drawn[:, 0] if truth is None else truth)
+    return Restoration(method, y, samples, truth, run.runners[0].nfe, vjps, run.seconds, drawn)
 
 
 def vjps_of(runner: Runner) -> int:

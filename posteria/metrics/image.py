@@ -84,8 +84,6 @@ def aligned(operator: Operator, x: torch.Tensor, reference: torch.Tensor) -> tor
 
 def aligned_samples(operator: Operator, samples: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """:func:`aligned` on ``n`` samples per reference: samples (B, n, *event), reference (B, *event)."""
-    if operator.ambiguities is None:
-        return samples
     n = samples.shape[1]
     flat_samples = aligned(operator, samples.flatten(0, 1), reference.repeat_interleave(n, dim=0))
     return flat_samples.unflatten(0, samples.shape[:2])
