@@ -557,9 +557,11 @@ def bench_restore(
         typer.Option(help="Poisson noise instead: counts of a white pixel (the pixel tasks of the six)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
-    peers: Annotated[bool, typer.Option(help="Also run azula where installed (Gaussian noise).")] = True,
+    peers: Annotated[
+        bool, typer.Option(help="Also run the peers (azula, deepinv) where installed (Gaussian noise).")
+    ] = True,
     repeats: Annotated[
-        int, typer.Option(help="Pairs of runs, ours and azula's in turn, behind each ours/theirs ratio.")
+        int, typer.Option(help="Pairs of runs, ours and a peer's in turn, behind each ours/theirs ratio.")
     ] = 1,
     set_: Annotated[
         list[str] | None,
@@ -576,7 +578,7 @@ def bench_restore(
         bool, typer.Option(help="Run the variants (default: mmps renoise=1, ddnm renoise=0.85).")
     ] = True,
 ) -> None:
-    """Every method on the restoration tasks: PSNR, SSIM, consistency, NFE, s/image, vs azula."""
+    """Every method on the restoration tasks: PSNR, SSIM, consistency, NFE, s/image, vs azula and deepinv."""
     if variant and not variants:
         raise PosteriaError("--variant and --no-variants: expected one of them, not both")
     _start(out, seed)

@@ -92,6 +92,16 @@ class VPLinear(Schedule):
         # 1 - alpha^2 = -expm1(2 log alpha) keeps sigma accurate near t = 0.
         return torch.exp(log_alpha), torch.sqrt(-torch.expm1(2 * log_alpha))
 
+    def time_of_ratio(self, r: torch.Tensor, iterations: int = 60) -> torch.Tensor:
+        """Invert ``r_t`` in closed form: ``log(1 + r^2) = beta_min t + (beta_max - beta_min) t^2 / 2 = L``,
+        so ``t = 2 L / (beta_min + sqrt(beta_min^2 + 2 (beta_max - beta_min) L))`` (the root without
+        cancellation), clamped to [0, 1] as the bisection is. ``iterations`` is unused (one formula, no
+        bisection: a peer's denoiser adapter inverts it at every call)."""
+        log_snr = torch.log1p(r.to(torch.float64) ** 2)
+        spread = self.beta_max - self.beta_min
+        t = 2 * log_snr / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * spread * log_snr))
+        return torch.where(log_snr > 0, t, 0.0).clamp(0.0, 1.0).to(r.dtype)  # r = 0 is t = 0 (0 / 0 else)
+
 
 class VPCosine(Schedule):
     """Variance-preserving cosine schedule (Nichol & Dhariwal 2021).

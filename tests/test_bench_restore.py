@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from posteria.bench.peers import PeerRun
+from posteria.bench.peers import Peer, PeerRun
 from posteria.bench.restore import (
     TASKS,
     NetworkCost,
@@ -198,7 +198,7 @@ def test_poisson_noise_runs_the_methods_that_serve_it_on_pixel_tasks(tmp_path, t
     assert saved["settings"]["poisson"] == 50 and saved["settings"]["sigma_y"] == 0
     assert [r["method"] for r in saved["results"]] == ["daps-2", "mmps-2"]  # DDRM needs Gaussian noise
     assert all(math.isfinite(r["psnr"]) and r["consistency"] > 0 for r in saved["results"])
-    assert saved["peers"] == "azula not run (Poisson noise)"
+    assert saved["peers"] == "peers not run (Poisson noise)"
     spec = RestoreBench(poisson=50.0)
     assert spec.tasks == ("inpaint-box", "inpaint-random", "sr4", "blur-gauss") and spec.sigma_y == 0
     assert RestoreBench().tasks == TASKS
@@ -228,16 +228,17 @@ def test_report_states_the_settings_and_the_missing_peers():
              "psnr_mean": 20.0}]  # fmt: skip
     text, markdown = report(rows, spec)
     assert json.loads(text)["settings"]["digits"] == 16
-    assert "steps=100" in markdown and "azula not run (--no-peers)" in markdown
+    assert "steps=100" in markdown and "peers not run (--no-peers)" in markdown
     assert "against DPS" not in markdown  # no MMPS or DDRM run: no empty targets table
     assert "variants: none" in markdown  # the default variants' methods did not run
     rows.append(rows[0] | {"method": "mmps-100 (renoise=1.0)"})
     assert "variants: mmps-100 (renoise=1.0);" in report(rows, spec)[1]
 
 
-def test_repeats_pair_our_runs_with_azulas_in_alternating_order(tiny_prior, monkeypatch):
+def test_repeats_pair_our_runs_with_a_peers_in_alternating_order(tiny_prior, monkeypatch):
     """Three pairs: ours then theirs (the main run), theirs then ours, ours then theirs; the ratio is the
-    median of the pairs' ratios and each row shows its library's median seconds."""
+    median of the pairs' ratios and each row shows its library's median seconds. A peer that does not
+    serve the operator adds no row."""
     import posteria.bench.restore as bench
 
     calls, ours_seconds, their_seconds = [], iter([2.0, 3.0, 4.0]), iter([4.0, 2.0, 1.0])
@@ -252,15 +253,16 @@ def test_repeats_pair_our_runs_with_azulas_in_alternating_order(tiny_prior, monk
         return PeerRun(torch.zeros(y.shape[0], n, *operator.event_shape), next(their_seconds), steps)
 
     monkeypatch.setattr(bench, "restore", fake_restore)
-    monkeypatch.setattr(bench, "run_azula", fake_azula)
-    monkeypatch.setattr(bench, "azula_version", lambda: "0.0")
+    never = Peer("never", ("dps",), lambda: "1.0", fake_azula, serves=lambda operator: False)
+    monkeypatch.setattr(bench, "PEERS", (Peer("azula", ("dps", "mmps"), lambda: "0.0", fake_azula), never))
     spec = tiny_bench(str(tiny_prior.folder), tasks=("inpaint-box",), methods=("dps",), reference_steps=2,
                       peers=True, repeats=3)  # fmt: skip
     rows, _ = run_restore(spec, progress=False)
     assert calls == ["ours", "theirs", "theirs", "ours", "ours", "theirs"]
     ours, theirs = rows
-    assert ours["ours_over_theirs"] == theirs["ours_over_theirs"] == 1.5  # median of 0.5, 1.5, 4
-    assert ours["ratio_range"] == "0.500-4.000"
+    assert ours["ours_over_azula"] == theirs["ours_over_theirs"] == 1.5  # median of 0.5, 1.5, 4
+    assert ours["ratio_range_azula"] == theirs["ratio_range"] == "0.500-4.000"
+    assert theirs["library"] == "azula"
     assert (ours["s_per_image"], theirs["s_per_image"]) == (3.0 / 2, 2.0 / 2)  # 2 digits
 
 
@@ -277,9 +279,9 @@ def test_an_exact_prior_restores_its_own_draws_against_its_exact_posterior(monke
     import posteria.bench.restore as bench
 
     monkeypatch.setitem(fit.EXACT_PRIORS, "tiny-mixture", tiny_mixture)
-    monkeypatch.setattr(bench, "azula_version", lambda: "0.0")
-    monkeypatch.setattr(bench, "run_azula", lambda method, prior, operator, y, steps, n, seed: PeerRun(
-        torch.zeros(y.shape[0], n, *operator.event_shape, dtype=torch.float64), 1.0, steps))  # fmt: skip
+    zeros = lambda method, prior, operator, y, steps, n, seed: PeerRun(  # noqa: E731
+        torch.zeros(y.shape[0], n, *operator.event_shape, dtype=torch.float64), 1.0, steps)  # fmt: skip
+    monkeypatch.setattr(bench, "PEERS", (Peer("azula", ("dps", "mmps", "tds"), lambda: "0.0", zeros),))
     spec = tiny_bench("tiny-mixture", digits=3, methods=("dps", "mmps", "tikhonov"), peers=True)
     rows, shown = run_restore(spec, progress=False)
     for task in spec.tasks:

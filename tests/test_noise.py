@@ -89,6 +89,16 @@ def test_time_of_ratio_inverts_ratio(schedule, t):
     torch.testing.assert_close(schedule.time_of_ratio(r), tt, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("schedule", [VPLinear(), VPLinear(0.0, 20.0), VPLinear(1.0, 1.0)], ids=repr)
+def test_vp_linear_closed_form_time_of_ratio_is_the_bisection(schedule):
+    """The closed form agrees with the base class's bisection, clamped alike outside ``[r_0, r_1]``."""
+    r = torch.cat([torch.zeros(1, dtype=F64), torch.logspace(-4, 3, 200, dtype=F64)])
+    torch.testing.assert_close(
+        schedule.time_of_ratio(r), Schedule.time_of_ratio(schedule, r), atol=1e-13, rtol=0
+    )
+    assert schedule.time_of_ratio(torch.tensor([0.0, 1e6], dtype=F64)).tolist() == [0.0, 1.0]
+
+
 def test_schedule_call_keeps_float64():
     alpha, sigma = VPLinear()(torch.tensor([0.3], dtype=F64))
     assert alpha.dtype == F64 and sigma.dtype == F64

@@ -1,4 +1,5 @@
-"""Peer libraries on our denoisers: azula's DPS, MMPS and TDS, for ``posteria bench restore``.
+"""Peer libraries on our denoisers: azula's DPS, MMPS and TDS, for ``posteria bench restore``; what
+every peer provides (:class:`Peer`, :class:`PeerRun`; deepinv's in :mod:`posteria.bench.peers_deepinv`).
 
 The same prior network runs under both libraries: :func:`azula_denoiser` exposes a posteria
 :class:`~posteria.denoisers.base.Denoiser` as an azula ``Denoiser`` whose ``schedule`` returns our
@@ -62,6 +63,26 @@ class PeerRun:
     runs: int = 1
 
 
+@dataclass(frozen=True)
+class Peer:
+    """A peer library the bench compares with, on the methods it shares with us.
+
+    Attributes:
+        name: the library, as its rows' ``library``.
+        methods: the methods it runs, under our registry names.
+        version: its version string, or None where it does not import (never raises).
+        run: ``(method, prior, operator, y, steps, n, seed) -> PeerRun``, ``steps`` chosen so that its
+            NFE equals ours at ``steps``.
+        serves: whether it can run on an operator (where we can too).
+    """
+
+    name: str
+    methods: tuple[str, ...]
+    version: Callable[[], str | None]
+    run: Callable[..., PeerRun]
+    serves: Callable[[Operator], bool] = lambda operator: True
+
+
 def azula_version() -> str | None:
     """azula's version string if it imports, else None; never raises."""
     try:
@@ -91,6 +112,11 @@ class _CountVJP(torch.autograd.Function):
     def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         ctx.counter.vjps += 1
         return grad, None
+
+
+def count_vjps(output: torch.Tensor, counter: object) -> torch.Tensor:
+    """``output`` unchanged, with one more ``counter.vjps`` for every backward pass through it."""
+    return _CountVJP.apply(output, counter)
 
 
 @functools.cache
@@ -130,7 +156,7 @@ def _adapter_classes() -> tuple[type, type]:
             self.calls += 1
             mean = self.prior(x_t, t, **kwargs)
             if mean.requires_grad:  # only graphs azula builds can be differentiated: count those
-                mean = _CountVJP.apply(mean, self)
+                mean = count_vjps(mean, self)
             return DiracPosterior(mean=mean)
 
     return AzulaSchedule, AzulaDenoiser
@@ -305,3 +331,7 @@ def run_posteria(
 
     result = restore(prior, operator, y, method, steps, n, seed, **options)
     return PeerRun(result.samples, result.seconds, result.nfe, "posteria", result.vjps)
+
+
+#: azula as a peer of the bench: its DPS, MMPS and TDS take any operator our methods of that name take.
+AZULA = Peer("azula", AZULA_METHODS, azula_version, run_azula)

@@ -4,9 +4,10 @@ For each task (box and random inpainting, SR x4, Gaussian deblurring, compressed
 the same test digits are measured once at ``sigma_y`` and restored by every method that serves the
 operator (posterior samplers at ``steps`` steps, DPS also at ``reference_steps``, classical baselines
 at their defaults, and the tuned ``variants``: a method again with options chosen on validation digits)
-and, where azula is installed, by azula's DPS, MMPS and TDS on the same network.
-Each row gives PSNR and SSIM of the samples, data consistency, NFE, VJPs, seconds per image, and the
-time per network call against the network's own cost (``overhead``); azula rows give ours / theirs.
+and, where they are installed, by the peers (:data:`PEERS`: azula's DPS, MMPS and TDS, deepinv's DPS, DDRM
+and DiffPIR) on the same network. Each row gives PSNR and SSIM of the samples, data consistency, NFE, VJPs,
+seconds per image, and the time per network call against the network's own cost (``overhead``); a peer's
+rows give ours / theirs.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from statistics import median
 import torch
 from tqdm.auto import tqdm
 
-from posteria.bench.peers import AZULA_METHODS, azula_version, run_azula
+from posteria.bench.peers import AZULA, Peer
+from posteria.bench.peers_deepinv import DEEPINV
 from posteria.bench.timing import NetworkClock, NetworkCost
 from posteria.data import load_dataset
 from posteria.denoisers.base import Denoiser
@@ -37,6 +39,9 @@ from posteria.restore import measure, restore
 
 #: The benchmark tasks of issue 3, as operator registry names.
 TASKS = ("inpaint-box", "inpaint-random", "sr4", "blur-gauss", "cs25", "mri4")
+
+#: The peer libraries run on the same problems where they are installed (``--no-peers``: none).
+PEERS: tuple[Peer, ...] = (AZULA, DEEPINV)
 
 #: Methods whose samples per measurement are SMC particles: they run with ``particles``, not ``n``.
 PARTICLE_METHODS = ("tds", "tds-mmps")
@@ -78,8 +83,8 @@ class RestoreBench:
     method to the keyword options of all its runs (``{"ddrm": {"eta": 1.0}}``); each of ``variants``
     (method, options) adds a run of that method with those options too. ``poisson``: Poisson noise of
     that many counts for a white pixel in place of ``sigma_y`` (set to 0), on pixel tasks only (by
-    default the four of :data:`TASKS` that measure pixels); azula is not run then. ``tasks`` None: the
-    default tasks. ``repeats``: how many times each run shared with azula is timed, ours and theirs in
+    default the four of :data:`TASKS` that measure pixels); the peers are not run then. ``tasks`` None: the
+    default tasks. ``repeats``: how many times each run shared with a peer is timed, ours and theirs in
     turn, alternating which goes first (this machine's wall times vary by 10% from run to run)."""
 
     prior: str = "mnist"
@@ -182,9 +187,16 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
         row |= {} if reference is None else reference.gaps(res.samples, x)
         rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, bare.during(clock)))
         shown[run.label] = res.samples[:, 0]
-    if spec.peers and spec.poisson is None and azula_version() is not None:
-        rows += peer_rows(task, prior, operator, y, x, spec, rows, reference)
+    for peer in installed_peers(spec):
+        rows += peer_rows(peer, task, prior, operator, y, x, spec, rows, reference)
     return rows, shown
+
+
+def installed_peers(spec: RestoreBench) -> list[Peer]:
+    """The peers of :data:`PEERS` that import, unless ``spec`` runs none (``--no-peers``, Poisson noise)."""
+    if not spec.peers or spec.poisson is not None:
+        return []
+    return [peer for peer in PEERS if peer.version() is not None]
 
 
 def measured(task: str, problem: Problem, spec: RestoreBench) -> tuple[Operator, torch.Tensor]:
@@ -228,43 +240,46 @@ def exact_rows(
 
 
 def peer_rows(
-    task: str, prior: Denoiser, operator: Operator, y: torch.Tensor, x: torch.Tensor, spec: RestoreBench,
-    ours: list[dict], reference: ExactReference | None = None,
+    peer: Peer, task: str, prior: Denoiser, operator: Operator, y: torch.Tensor, x: torch.Tensor,
+    spec: RestoreBench, ours: list[dict], reference: ExactReference | None = None,
 ) -> list[dict]:  # fmt: skip
-    """azula's runs of the methods it shares with us, with ``ours_over_theirs`` wall time: the median of
-    the ratios of ``spec.repeats`` pairs of runs (their spread in ``ratio_range``), and each side's
-    median seconds in its row; and the ratio at equal network speed (:func:`equal_speed_ratio`). On an
-    exact prior, their gaps to its exact posterior (``reference``) as ours."""
+    """The peer's runs of the methods it shares with us, with ``ours_over_theirs`` wall time: the median
+    of the ratios of ``spec.repeats`` pairs of runs (their spread in ``ratio_range``), and each side's
+    median seconds in its row; and the ratio at equal network speed (:func:`equal_speed_ratio`). Our row
+    gets the same ratios as ``ours_over_<peer>`` (several peers may share a method). On an exact prior,
+    their gaps to its exact posterior (``reference``) as ours."""
+    if not peer.serves(operator):
+        return []
     rows = []
-    shared = [m for m in AZULA_METHODS if m in supported(operator) and m in (spec.methods or AZULA_METHODS)]
-    for name in shared:
+    wanted = spec.methods or peer.methods
+    for name in [m for m in peer.methods if m in supported(operator) and m in wanted]:
         run = Run(name, spec.steps, spec.particles if name in PARTICLE_METHODS else spec.n)
         bare = NetworkCost.measure(prior, x.shape[0] * run.n)
         try:
             with NetworkClock(network_of(prior)) as clock:
-                theirs = run_azula(name, prior, operator, y, run.steps, run.n, spec.seed)
-        except PosteriaError as e:  # our denoiser refuses NaN input: azula's iterates blew up
-            rows.append({"task": task, "method": run.label, "library": "azula", "note": f"failed: {e}"})
+                theirs = peer.run(name, prior, operator, y, run.steps, run.n, spec.seed)
+        except PosteriaError as e:  # our denoiser refuses NaN input: the peer's iterates blew up
+            rows.append({"task": task, "method": run.label, "library": peer.name, "note": f"failed: {e}"})
             continue
         mine = next(r for r in ours if r["method"] == run.label)
         pairs = [(mine["s_per_image"] * x.shape[0], theirs.seconds)]
         pairs += [
-            timed_pair(prior, operator, y, run, spec, ours_first=i % 2 == 0) for i in range(1, spec.repeats)
+            timed_pair(peer, prior, operator, y, run, spec, ours_first=i % 2 == 0)
+            for i in range(1, spec.repeats)
         ]
         samples = aligned_samples(operator, theirs.samples, x)  # registered as ours (restore)
-        row = {"task": task, **score(run.label, "azula", operator, y, x, samples, theirs.samples)}
+        row = {"task": task, **score(run.label, peer.name, operator, y, x, samples, theirs.samples)}
         row |= {} if reference is None else reference.gaps(samples, x)
         row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, bare.during(clock))
         costs = (mine[f"network_{k}_s"] for k in ("forward", "forward_graph", "vjp"))
         mine_cost = NetworkCost(*costs, batch=x.shape[0] * run.n)
         mine |= timing(median([s for s, _ in pairs]), x.shape[0], mine["nfe"], mine["vjps"], mine_cost)
         ratios = [a / b for a, b in pairs]
-        mine["ours_over_theirs"] = row["ours_over_theirs"] = median(ratios)
+        row["ours_over_theirs"] = mine[f"ours_over_{peer.name}"] = median(ratios)
         if spec.repeats > 1:
-            mine["ratio_range"] = row["ratio_range"] = f"{min(ratios):.3f}-{max(ratios):.3f}"
-        mine["ours_over_theirs_equal_speed"] = row["ours_over_theirs_equal_speed"] = equal_speed_ratio(
-            mine, row, bare
-        )
+            row["ratio_range"] = mine[f"ratio_range_{peer.name}"] = f"{min(ratios):.3f}-{max(ratios):.3f}"
+        row["ours_over_theirs_equal_speed"] = equal_speed_ratio(mine, row, bare)
+        mine[f"ours_over_{peer.name}_equal_speed"] = row["ours_over_theirs_equal_speed"]
         rows.append(row)
     return rows
 
@@ -281,9 +296,10 @@ def equal_speed_ratio(mine: dict, theirs: dict, cost: NetworkCost) -> float | No
 
 
 def timed_pair(
-    prior: Denoiser, operator: Operator, y: torch.Tensor, run: Run, spec: RestoreBench, ours_first: bool
-) -> tuple[float, float]:
-    """Seconds of our ``run`` and of azula's same method, NFE and seed, one after the other."""
+    peer: Peer, prior: Denoiser, operator: Operator, y: torch.Tensor, run: Run, spec: RestoreBench,
+    ours_first: bool,
+) -> tuple[float, float]:  # fmt: skip
+    """Seconds of our ``run`` and of the peer's same method, NFE and seed, one after the other."""
 
     def mine() -> float:
         return restore(
@@ -291,7 +307,7 @@ def timed_pair(
         ).seconds
 
     def theirs() -> float:
-        return run_azula(run.method, prior, operator, y, run.steps, run.n, spec.seed).seconds
+        return peer.run(run.method, prior, operator, y, run.steps, run.n, spec.seed).seconds
 
     if ours_first:
         first = mine()
@@ -364,7 +380,7 @@ def targets(rows: list[dict], budget: int = 100) -> list[dict]:
 
 
 def plot_psnr(rows: list[dict], path: Path) -> Path:
-    """PSNR against NFE per task (log NFE; classical baselines at NFE 1), azula as open markers, the exact
+    """PSNR against NFE per task (log NFE; classical baselines at NFE 1), the peers as open markers, the exact
     posterior's draws and mean (on an exact prior) as dashed and dotted lines."""
     tasks = list(dict.fromkeys(r["task"] for r in rows))
     fig, axes = plt.subplots(1, len(tasks), figsize=(3.4 * len(tasks), 3.4), squeeze=False)
@@ -375,14 +391,31 @@ def plot_psnr(rows: list[dict], path: Path) -> Path:
             ax.annotate(r["method"], (1, r["psnr"]), fontsize=6, color="0.4")
         for r in (r for r in mine if r["library"] != "exact"):
             ours, point = r["library"] == "posteria", (max(r["nfe"], 1), r["psnr"])
-            style = {"color": "C0"} if ours else {"facecolors": "none", "edgecolors": "C3", "marker": "s"}
-            ax.scatter(*point, **style)
-            ax.annotate(r["method"] + ("" if ours else " (azula)"), point, fontsize=6)
+            ax.scatter(*point, **({"color": "C0"} if ours else peer_marker(r["library"])))
+            ax.annotate(r["method"] + ("" if ours else f" ({r['library']})"), point, fontsize=6)
         ax.set_xscale("log")
         ax.set_title(task, fontsize=9)
         ax.set_xlabel("NFE per sample")
     axes[0][0].set_ylabel("PSNR (dB)")
     return save_figure(fig, path)
+
+
+def peer_marker(library: str) -> dict[str, str]:
+    """An open marker per peer: red squares for azula, purple diamonds for deepinv."""
+    edge, marker = ("C4", "D") if library == "deepinv" else ("C3", "s")
+    return {"facecolors": "none", "edgecolors": edge, "marker": marker}
+
+
+def peers_line(spec: RestoreBench) -> str:
+    """Which peers ran, with their versions, or why none did: ``azula 0.11.1; deepinv not installed``."""
+    if spec.poisson is not None:
+        return "peers not run (Poisson noise)"
+    if not spec.peers:
+        return "peers not run (--no-peers)"
+    versions = ((peer.name, peer.version()) for peer in PEERS)
+    return "; ".join(
+        f"{name} {version}" if version else f"{name} not installed" for name, version in versions
+    )
 
 
 def plot_task(shown: dict[str, torch.Tensor], path: Path, columns: int = 6) -> Path:
@@ -398,9 +431,7 @@ def report(rows: list[dict], spec: RestoreBench) -> tuple[str, str]:
     from posteria.report.markdown import machine, machine_line, table
 
     goals = targets(rows)
-    peers = f"azula {azula_version()}" if azula_version() else "azula not installed"
-    peers = "azula not run (Poisson noise)" if spec.poisson is not None else peers
-    peers = peers if spec.peers else "azula not run (--no-peers)"
+    peers = peers_line(spec)
     hidden = ("tasks", "methods", "variants")
     settings = ", ".join(f"{k}={v}" for k, v in asdict(spec).items() if k not in hidden)
     labels = [Run(name, spec.steps, spec.n, tuple(o.items())).label for name, o in spec.variants]
