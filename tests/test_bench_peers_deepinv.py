@@ -31,6 +31,7 @@ from posteria.errors import PosteriaError
 from posteria.lab import gaussian_posterior
 from posteria.noise import VPLinear
 from posteria.operators import get_operator
+from posteria.posterior.mmps import default_iterations
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 requires_deepinv = pytest.mark.skipif(deepinv_version() is None, reason="deepinv is not installed")
@@ -154,13 +155,16 @@ def test_physics_is_our_operator_and_its_proximal_step(task: str) -> None:
 @requires_deepinv
 @pytest.mark.parametrize("method", DEEPINV_METHODS)
 def test_runs_have_our_nfe_finite_samples_and_are_seeded(method: str) -> None:
-    """(B, n, *event) finite samples; ``steps`` denoiser calls per chain (vjps: DPS one per step); the
-    same seed gives the same samples, another seed others; torch's global state is restored."""
+    """(B, n, *event) finite samples; ``steps`` denoiser calls per chain; vjps per step: DPS and PiGDM
+    one, MMPS one per CG iteration (ours: ``default_iterations``), one at CG's zero start and one for the
+    gradient, DDRM and DiffPIR none; the same seed gives the same samples, another seed others; torch's
+    global state is restored."""
     prior, op, _, y, _ = gaussian_problem()
     state = torch.random.get_rng_state()
     a, b, c = (run_deepinv(method, prior, op, y, steps=6, n=3, seed=s) for s in (0, 0, 1))
     assert a.samples.shape == (2, 3, *EVENT) and bool(torch.isfinite(a.samples).all())
-    assert (a.nfe, a.vjps, a.library) == (6, 6 if method == "dps" else 0, "deepinv") and a.seconds > 0
+    per_step = {"dps": 1, "pigdm": 1, "mmps": default_iterations(prior) + 2}.get(method, 0)
+    assert (a.nfe, a.vjps, a.library) == (6, 6 * per_step, "deepinv") and a.seconds > 0
     assert torch.equal(a.samples, b.samples) and not torch.equal(a.samples, c.samples)
     assert torch.equal(torch.random.get_rng_state(), state)
 
@@ -169,7 +173,7 @@ def test_runs_have_our_nfe_finite_samples_and_are_seeded(method: str) -> None:
 def test_refusals_name_what_is_wrong() -> None:
     prior, op, _, y, _ = gaussian_problem()
     with pytest.raises(PosteriaError, match="deepinv method"):
-        run_deepinv("mmps", prior, op, y, steps=2)
+        run_deepinv("tds", prior, op, y, steps=2)
     phase = get_operator("phase", EVENT, sigma_y=0.1)
     with pytest.raises(PosteriaError, match="linear operators with an SVD"):
         run_deepinv("dps", prior, phase, phase(torch.zeros(1, *EVENT)), steps=2)

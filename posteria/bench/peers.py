@@ -101,12 +101,16 @@ def require_azula() -> str:
 
 
 class _CountVJP(torch.autograd.Function):
-    """Identity whose backward counts one vector-Jacobian product through the denoiser output."""
+    """Identity whose backward counts one vector-Jacobian product through the denoiser output. Its
+    context is set apart from ``forward`` so that ``torch.func.vjp`` (deepinv's PiGDM) can run it too."""
 
     @staticmethod
-    def forward(ctx: FunctionCtx, x: torch.Tensor, counter: object) -> torch.Tensor:
-        ctx.counter = counter
+    def forward(x: torch.Tensor, counter: object) -> torch.Tensor:
         return x.view_as(x)
+
+    @staticmethod
+    def setup_context(ctx: FunctionCtx, inputs: tuple[torch.Tensor, object], output: torch.Tensor) -> None:
+        ctx.counter = inputs[1]
 
     @staticmethod
     def backward(ctx: FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:

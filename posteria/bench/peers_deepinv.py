@@ -1,4 +1,5 @@
-"""deepinv's DPS, DDRM and DiffPIR on our denoisers and operators, for ``posteria bench restore``.
+"""deepinv's DPS, DDRM, DiffPIR, MMPS and PiGDM on our denoisers and operators, for ``posteria bench
+restore``.
 
 deepinv (Tachella et al., https://github.com/deepinv/deepinv) works on images ``u`` in [0, 1]: its
 denoisers take ``u + s n`` and the noise level ``s``, its measurements are ``A(u) + w``. Ours work on
@@ -14,11 +15,15 @@ deepinv is optional and not a dependency. It imports torchvision, which has no C
 0.29.1, deepinv 0.5.0, azula) where ``posteria bench restore`` runs both peers next to ours in one
 process. Every deepinv import happens inside a function, so this module imports without it.
 
-Equal NFE, counted by the adapter: deepinv's DPS (DDPM solver) calls the denoiser once per transition
-between its ``num_steps`` times, so ``num_steps = steps + 1``; DDRM once per noise level of ``sigmas``
-(``linspace(1, 0, steps)``, its default grid with ``steps`` levels); DiffPIR once per iteration
-(``max_iter = steps``). Hyperparameters are deepinv's defaults: DPS ``weight = 1`` on the residual norm,
-``x0`` clipped to [-1, 1]; DDRM ``eta = 0.85``, ``etab = 1``; DiffPIR ``zeta = 0.1``, ``lambda_ = 7``.
+Equal NFE, counted by the adapter: deepinv's DPS (its DDPM solver) calls the denoiser once per transition
+between its ``num_steps`` times, so ``num_steps = steps + 1``; MMPS and PiGDM are its ``PosteriorDiffusion``
+with their data-fidelity terms on the same DDPM solver and times (DPS is that with its own term); DDRM
+calls once per noise level of ``sigmas`` (``linspace(1, 0, steps)``, its default grid with ``steps``
+levels); DiffPIR once per iteration (``max_iter = steps``). Hyperparameters are deepinv's defaults: DPS
+``weight = 1`` on the residual norm, ``x0`` clipped to [-1, 1]; MMPS and PiGDM ``weight = 1``, PiGDM
+its exact SVD solve; DDRM ``eta = 0.85``, ``etab = 1``; DiffPIR ``zeta = 0.1``, ``lambda_ = 7``; but
+MMPS takes our CG iteration count (:func:`~posteria.posterior.mmps.default_iterations`, as for azula;
+deepinv's default is 3), and its CG one more product at its zero start.
 """
 
 from __future__ import annotations
@@ -33,10 +38,11 @@ from posteria.denoisers.base import Denoiser
 from posteria.errors import PosteriaError, check_choice, check_count
 from posteria.operators.base import LinearOperator, Operator
 from posteria.posterior.ddrm import gaussian_sigma_y
+from posteria.posterior.mmps import default_iterations
 from posteria.tensors import expand_like
 
 #: The deepinv methods :func:`run_deepinv` runs, under our registry names.
-DEEPINV_METHODS = ("dps", "ddrm", "diffpir")
+DEEPINV_METHODS = ("dps", "ddrm", "diffpir", "mmps", "pigdm")
 
 #: How to install deepinv where torchvision can be imported beside it.
 INSTALL = "deepinv is not installed: make .venv-peers (torch 2.14.1, torchvision 0.29.1, deepinv 0.5.0)"
@@ -139,14 +145,32 @@ def deepinv_sampler(
     ``options``; DPS draws from its own generator, seeded with ``seed``."""
     import numpy as np
     from deepinv.optim.data_fidelity import L2
-    from deepinv.sampling import DDRM, DPS, DiffPIR
+    from deepinv.sampling import DDRM, DPS, DiffPIR, MomentMatchingDataFidelity, PiGDMDataFidelity
 
+    if method == "mmps":
+        options = {"cg_max_iter": default_iterations(denoiser.prior)} | options
+        return posterior_diffusion(MomentMatchingDataFidelity(**options), denoiser, steps, seed, device)
+    if method == "pigdm":
+        return posterior_diffusion(PiGDMDataFidelity(**options), denoiser, steps, seed, device)
     if method == "dps":
         rng = torch.Generator(device).manual_seed(seed)
         return DPS(denoiser, num_steps=steps + 1, rng=rng, device=device, **options)
     if method == "ddrm":
         return DDRM(denoiser, sigmas=np.linspace(1, 0, steps), **options)
     return DiffPIR(denoiser, L2(), max_iter=steps, device=device, **options)
+
+
+def posterior_diffusion(
+    fidelity: object, denoiser: torch.nn.Module, steps: int, seed: int, device: torch.device
+) -> object:
+    """deepinv's ``PosteriorDiffusion`` with ``fidelity`` on its VP SDE and DDPM solver, as its ``DPS``
+    class builds them: ``steps + 1`` times on ``linspace(1, 0)``, its generator seeded with ``seed``."""
+    from deepinv.sampling import DDPMSolver, PosteriorDiffusion, VariancePreservingDiffusion
+
+    times = torch.linspace(1, 0, steps + 1, dtype=torch.float64, device=device)
+    solver = DDPMSolver(timesteps=times, rng=torch.Generator(device).manual_seed(seed))
+    sde = VariancePreservingDiffusion(device=device)
+    return PosteriorDiffusion(fidelity, denoiser, sde, solver, device=device)
 
 
 def run_deepinv(
@@ -162,7 +186,7 @@ def run_deepinv(
     """Draw ``n`` posterior samples per measurement with deepinv's ``method`` on ``prior``, and time it.
 
     Args:
-        method: ``"dps"``, ``"ddrm"`` or ``"diffpir"`` (:data:`DEEPINV_METHODS`).
+        method: one of :data:`DEEPINV_METHODS`.
         prior: our denoiser, run through :func:`deepinv_denoiser`.
         operator: a linear operator with an SVD (every task of the bench); Gaussian noise.
         y: measurements (B, *measurement) of signals in [-1, 1].
@@ -170,7 +194,8 @@ def run_deepinv(
         n: samples per measurement (all B n chains run as one batch).
         seed: seeds DPS's generator and torch's global ones, which DDRM and DiffPIR draw from (restored
             afterwards).
-        options: keyword options of deepinv's sampler class (``eta``, ``zeta``, ``lambda_``, ``weight``).
+        options: keyword options of deepinv's sampler class (DPS ``weight``, DDRM ``eta``, DiffPIR
+            ``zeta`` and ``lambda_``) or data-fidelity term (MMPS ``cg_max_iter``, PiGDM ``weight``).
 
     Returns:
         A :class:`~posteria.bench.peers.PeerRun`: samples (B, n, *event) in [-1, 1]; seconds of building
@@ -199,5 +224,5 @@ def has_svd(operator: Operator) -> bool:
     return isinstance(operator, LinearOperator) and operator.svd is not None
 
 
-#: deepinv as a peer of the bench: DPS, DDRM and DiffPIR on operators with an SVD.
+#: deepinv as a peer of the bench: DPS, DDRM, DiffPIR, MMPS and PiGDM on operators with an SVD.
 DEEPINV = Peer("deepinv", DEEPINV_METHODS, deepinv_version, run_deepinv, has_svd)
