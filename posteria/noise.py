@@ -95,12 +95,14 @@ class VPLinear(Schedule):
     def time_of_ratio(self, r: torch.Tensor, iterations: int = 60) -> torch.Tensor:
         """Invert ``r_t`` in closed form: ``log(1 + r^2) = beta_min t + (beta_max - beta_min) t^2 / 2 = L``,
         so ``t = 2 L / (beta_min + sqrt(beta_min^2 + 2 (beta_max - beta_min) L))`` (the root without
-        cancellation), clamped to [0, 1] as the bisection is. ``iterations`` is unused (one formula, no
-        bisection: a peer's denoiser adapter inverts it at every call)."""
-        log_snr = torch.log1p(r.to(torch.float64) ** 2)
-        spread = self.beta_max - self.beta_min
+        cancellation). ``L`` is clamped to ``[0, L(1)]``, so ``r`` beyond ``r_1`` (infinity included) gives 1
+        and ``r = 0`` gives 0, as the bisection does; NaN stays NaN. ``iterations`` is unused (one formula,
+        no bisection: a peer's denoiser adapter inverts it at every call)."""
+        spread, top = self.beta_max - self.beta_min, self.beta_min + (self.beta_max - self.beta_min) / 2
+        log_snr = torch.log1p(r.to(torch.float64) ** 2).clamp(max=top)
         t = 2 * log_snr / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * spread * log_snr))
-        return torch.where(log_snr > 0, t, 0.0).clamp(0.0, 1.0).to(r.dtype)  # r = 0 is t = 0 (0 / 0 else)
+        t = torch.where(log_snr == top, 1.0, t)  # exactly 1, not 1 - 2e-16
+        return torch.where(log_snr == 0, 0.0, t).to(r.dtype)  # 0 / 0 at r = 0 when beta_min = 0
 
 
 class VPCosine(Schedule):

@@ -1,9 +1,10 @@
-"""deepinv's DPS, DDRM and DiffPIR on our denoisers and operators (:mod:`posteria.bench.peers_deepinv`).
+"""deepinv's DPS, DDRM, DiffPIR, MMPS and PiGDM on our denoisers and operators
+(:mod:`posteria.bench.peers_deepinv`).
 
 deepinv works on [0, 1] images; the adapter maps our [-1, 1] problem onto it exactly, so its denoiser
 must be ours at twice its noise level, its physics must be our operator, and its proximal step ours.
 Tests that need deepinv skip without it: it imports torchvision, which has no CPU build beside our torch
-(``make .venv-peers`` builds an environment with both); the first group runs everywhere.
+(``make peers`` builds an environment with both, ``.venv-peers``); the first group runs everywhere.
 """
 
 from __future__ import annotations
@@ -19,9 +20,12 @@ from posteria.bench.peers_deepinv import (
     DEEPINV_METHODS,
     deepinv_denoiser,
     deepinv_physics,
+    deepinv_problem,
+    deepinv_sampler,
     deepinv_version,
     has_svd,
     noise_levels,
+    posterior_diffusion,
     prior_times,
     run_deepinv,
     unit_measurement,
@@ -31,6 +35,7 @@ from posteria.errors import PosteriaError
 from posteria.lab import gaussian_posterior
 from posteria.noise import VPLinear
 from posteria.operators import get_operator
+from posteria.posterior.guidance import real_view
 from posteria.posterior.mmps import default_iterations
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,17 +45,19 @@ EVENT = (1, 4, 4)
 F64 = torch.float64
 
 
-def gaussian_problem(task: str = "sr2", batch: int = 2, sigma_y: float = 0.1) -> tuple:
-    """A float64 Gaussian prior on 4x4 images (eigenvalues 0.05 to 2, a random rotation), the operator of
-    ``task``, ``batch`` measurements of prior draws, and the exact posterior."""
+def gaussian_problem(
+    task: str = "sr2", batch: int = 2, sigma_y: float = 0.1, event: tuple[int, ...] = EVENT
+) -> tuple:
+    """A float64 Gaussian prior on ``event`` images (eigenvalues 0.05 to 2, a random rotation), the
+    operator of ``task``, ``batch`` measurements of prior draws, and the exact posterior."""
     g = torch.Generator().manual_seed(0)
-    dim = math.prod(EVENT)
+    dim = math.prod(event)
     Q, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=F64))
     cov = Q @ torch.diag(torch.logspace(-1.3, 0.3, dim, dtype=F64)) @ Q.T
-    mean = 0.3 * torch.randn(EVENT, generator=g, dtype=F64)
-    op = get_operator(task, EVENT, sigma_y=sigma_y, generator=g).to(F64)
+    mean = 0.3 * torch.randn(event, generator=g, dtype=F64)
+    op = get_operator(task, event, sigma_y=sigma_y, generator=g).to(F64)
     x = mean + (torch.randn(batch, dim, generator=g, dtype=F64) @ torch.linalg.cholesky(cov).T).reshape(
-        -1, *EVENT
+        -1, *event
     )
     y = op.measure(x, generator=g)
     return GaussianDenoiser.full(VPLinear(), mean, cov), op, x, y, gaussian_posterior(mean, cov, op, y)
@@ -66,7 +73,7 @@ def test_deepinv_version_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "deepinv", None)  # makes `import deepinv` raise ImportError
     assert deepinv_version() is None and DEEPINV.version() is None
     prior, op, _, y, _ = gaussian_problem()
-    with pytest.raises(PosteriaError, match="deepinv is not installed: make .venv-peers"):
+    with pytest.raises(PosteriaError, match="deepinv is not installed: make peers"):
         run_deepinv("dps", prior, op, y, steps=2)
 
 
@@ -92,7 +99,8 @@ def test_prior_times_carry_twice_the_noise_level() -> None:
 
 
 def test_noise_levels_take_every_form_deepinv_passes() -> None:
-    """A float, a numpy float, a () tensor, a (B,) tensor or a (B, 1, 1, 1) tensor -> (B,) float64."""
+    """A float, a numpy float, a () tensor, a (B,) tensor or a (B, 1, 1, 1) tensor -> (B,) float64 on the
+    device of the images (B, ...)."""
     import numpy as np
 
     for sigma in (
@@ -102,7 +110,7 @@ def test_noise_levels_take_every_form_deepinv_passes() -> None:
         torch.full((3,), 0.5),
         torch.full((3, 1, 1, 1), 0.5),
     ):
-        assert torch.equal(noise_levels(sigma, 3), torch.full((3,), 0.5, dtype=F64))
+        assert torch.equal(noise_levels(sigma, torch.zeros(3, 1, 4, 4)), torch.full((3,), 0.5, dtype=F64))
 
 
 def test_deepinv_serves_operators_with_an_svd_only() -> None:
@@ -132,7 +140,8 @@ def test_adapted_denoiser_is_ours_at_twice_the_noise_level() -> None:
 @pytest.mark.parametrize("task", ["sr2", "inpaint-box", "blur-gauss", "cs25", "mri4"])
 def test_physics_is_our_operator_and_its_proximal_step(task: str) -> None:
     """``A``, ``A^T``, ``A^+`` and deepinv's ``prox_l2(z, y, gamma)`` (``argmin gamma/2 ||Ax - y||^2 +
-    1/2 ||x - z||^2``) equal ours: ``proximal(z, y, rho = 1 / gamma)`` (to 1e-6: the compressed-sensing
+    1/2 ||x - z||^2``) equal ours: ``proximal(z, y, rho = 1 / gamma)``, complex k-space as real pairs
+    (to 1e-6: the compressed-sensing
     SVD keeps its float32 Householder reflectors, orthogonal to 1e-7, after ``.to(float64)``; a factor
     or a unit wrong would be off by O(1))."""
     event = (1, 8, 8)
@@ -140,13 +149,50 @@ def test_physics_is_our_operator_and_its_proximal_step(task: str) -> None:
     physics = deepinv_physics(op, 0.05, F64)
     u = torch.rand(2, *event, dtype=F64, generator=torch.Generator().manual_seed(1))
     y = op(torch.rand_like(u))
-    close = {"atol": 1e-6, "rtol": 0}
-    torch.testing.assert_close(physics.A(u), op(u), **close)
-    torch.testing.assert_close(physics.A_adjoint(y), op.adjoint(y), **close)
-    torch.testing.assert_close(physics.A_dagger(y), op.pinv(y), **close)
-    torch.testing.assert_close(physics.prox_l2(u, y, 0.5), op.proximal(u, y, rho=2.0), **close)
+    pairs, close = real_view(y), {"atol": 1e-6, "rtol": 0}
+    torch.testing.assert_close(physics.A(u), real_view(op(u)), **close)
+    torch.testing.assert_close(physics.A_adjoint(pairs), op.adjoint(y), **close)
+    torch.testing.assert_close(physics.A_dagger(pairs), op.pinv(y), **close)
+    torch.testing.assert_close(physics.prox_l2(u, pairs, 0.5), op.proximal(u, y, rho=2.0), **close)
     assert physics.mask.dtype == physics.noise_model.sigma.dtype == F64
     assert float(physics.noise_model.sigma) == 0.05
+
+
+@requires_deepinv
+@pytest.mark.parametrize("task", ["sr2", "inpaint-box", "cs25", "mri4"])
+def test_converged_mmps_score_is_the_exact_posterior_score(task: str) -> None:
+    """deepinv's MMPS is exact for a Gaussian prior once its CG has converged, so its conditional score of
+    ``x_t`` must be ``-(s^2 (C + r^2 I))^-1 (x_t - s m)`` for the posterior ``N(m, C)`` (``s`` its SDE's
+    scale, ``r`` its noise level): this pins ``y_u``, the noise level, the denoiser's units and the real
+    view of complex k-space together (to 1e-4: deepinv runs the denoiser in float32)."""
+    from deepinv.sampling import MomentMatchingDataFidelity
+
+    prior, op, x, y, post = gaussian_problem(task, event=(1, 8, 8))
+    y_u, physics = deepinv_problem(op, y)
+    fidelity = MomentMatchingDataFidelity(cg_max_iter=500, cg_tol=1e-14)
+    sampler = posterior_diffusion(fidelity, deepinv_denoiser(prior), 10, 0, y_u.device)
+    t = torch.tensor(0.3, dtype=F64)
+    scale, r = sampler.sde.scale_t(t), sampler.sde.sigma_t(t)
+    x_t = scale * (x + r * torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=F64))
+    mine = sampler.score(y_u, physics, x_t, t).flatten(1)
+    eye = torch.eye(post.cov.shape[-1], dtype=F64)
+    exact = -torch.linalg.solve(scale**2 * (post.cov + r**2 * eye), (x_t.flatten(1) - scale * post.mean).T).T
+    torch.testing.assert_close(mine, exact, rtol=1e-4, atol=1e-4 * float(exact.abs().max()))
+
+
+@requires_deepinv
+def test_our_steps_give_deepinvs_default_grids() -> None:
+    """At the ``steps`` of deepinv's defaults the samplers are deepinv's defaults: DDRM's ``sigmas``
+    (``linspace(1, 0, 100)``, [0, 1] units), DiffPIR's 100 iterations, DPS's 1,000 solver times."""
+    from deepinv.optim.data_fidelity import L2
+    from deepinv.sampling import DDRM, DPS, DiffPIR
+
+    adapter, cpu = deepinv_denoiser(gaussian_problem()[0]), torch.device("cpu")
+    ddrm = deepinv_sampler("ddrm", adapter, 100, 0, cpu)
+    assert (ddrm.sigmas == DDRM(adapter).sigmas).all() and ddrm.sigmas[0] == 1
+    assert deepinv_sampler("diffpir", adapter, 100, 0, cpu).max_iter == DiffPIR(adapter, L2()).max_iter
+    dps = deepinv_sampler("dps", adapter, 999, 0, cpu)
+    assert torch.equal(dps.solver.timesteps, DPS(adapter).solver.timesteps)
 
 
 # --- with deepinv: runs ---------------------------------------------------------------------------------

@@ -235,35 +235,42 @@ def test_report_states_the_settings_and_the_missing_peers():
     assert "variants: mmps-100 (renoise=1.0);" in report(rows, spec)[1]
 
 
-def test_repeats_pair_our_runs_with_a_peers_in_alternating_order(tiny_prior, monkeypatch):
-    """Three pairs: ours then theirs (the main run), theirs then ours, ours then theirs; the ratio is the
-    median of the pairs' ratios and each row shows its library's median seconds. A peer that does not
-    serve the operator adds no row."""
+def test_repeats_pair_our_runs_with_each_peers_in_alternating_order(tiny_prior, monkeypatch):
+    """Per peer three pairs: ours then theirs (our main run, the same for every peer), theirs then ours,
+    ours then theirs; each ratio is the median of its pairs' ratios, each peer's row shows its median
+    seconds and ours the median of all our runs. A peer that does not serve the operator adds no row."""
     import posteria.bench.restore as bench
 
-    calls, ours_seconds, their_seconds = [], iter([2.0, 3.0, 4.0]), iter([4.0, 2.0, 1.0])
+    calls, ours_seconds = [], iter([2.0, 3.0, 4.0, 5.0, 6.0])
+    their_seconds = iter([4.0, 2.0, 1.0, 8.0, 4.0, 2.0])
     real_restore = bench.restore
 
     def fake_restore(*args, **kw):
         calls.append("ours")
         return dataclasses.replace(real_restore(*args, **kw), seconds=next(ours_seconds))
 
-    def fake_azula(method, prior, operator, y, steps, n, seed):
+    def fake_peer(method, prior, operator, y, steps, n, seed):
         calls.append("theirs")
         return PeerRun(torch.zeros(y.shape[0], n, *operator.event_shape), next(their_seconds), steps)
 
     monkeypatch.setattr(bench, "restore", fake_restore)
-    never = Peer("never", ("dps",), lambda: "1.0", fake_azula, serves=lambda operator: False)
-    monkeypatch.setattr(bench, "PEERS", (Peer("azula", ("dps", "mmps"), lambda: "0.0", fake_azula), never))
+    peers = [Peer(name, ("dps", "mmps"), lambda: "0.0", fake_peer) for name in ("a", "b")]
+    never = Peer("never", ("dps",), lambda: "1.0", fake_peer, serves=lambda operator: False)
+    monkeypatch.setattr(bench, "PEERS", (*peers, never))
     spec = tiny_bench(str(tiny_prior.folder), tasks=("inpaint-box",), methods=("dps",), reference_steps=2,
                       peers=True, repeats=3)  # fmt: skip
     rows, _ = run_restore(spec, progress=False)
-    assert calls == ["ours", "theirs", "theirs", "ours", "ours", "theirs"]
-    ours, theirs = rows
-    assert ours["ours_over_azula"] == theirs["ours_over_theirs"] == 1.5  # median of 0.5, 1.5, 4
-    assert ours["ratio_range_azula"] == theirs["ratio_range"] == "0.500-4.000"
-    assert theirs["library"] == "azula"
-    assert (ours["s_per_image"], theirs["s_per_image"]) == (3.0 / 2, 2.0 / 2)  # 2 digits
+    assert calls == ["ours"] + ["theirs", "theirs", "ours", "ours", "theirs"] * 2
+    ours, a, b = rows
+    assert ours["ours_over_a"] == a["ours_over_theirs"] == 1.5  # median of 2/4, 3/2, 4/1
+    assert ours["ours_over_b"] == b["ours_over_theirs"] == 1.25  # median of 2/8, 5/4, 6/2: our main run
+    assert ours["ratio_range_a"] == a["ratio_range"] == "0.500-4.000"
+    assert (a["library"], b["library"]) == ("a", "b")
+    assert (ours["s_per_image"], a["s_per_image"], b["s_per_image"]) == (
+        4.0 / 2,
+        2.0 / 2,
+        4.0 / 2,
+    )  # 2 digits
 
 
 def tiny_mixture():

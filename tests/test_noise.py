@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -96,7 +98,8 @@ def test_vp_linear_closed_form_time_of_ratio_is_the_bisection(schedule):
     torch.testing.assert_close(
         schedule.time_of_ratio(r), Schedule.time_of_ratio(schedule, r), atol=1e-13, rtol=0
     )
-    assert schedule.time_of_ratio(torch.tensor([0.0, 1e6], dtype=F64)).tolist() == [0.0, 1.0]
+    ends = schedule.time_of_ratio(torch.tensor([0.0, 1e6, 1e200, math.inf, math.nan], dtype=F64))
+    assert ends[:4].tolist() == [0.0, 1.0, 1.0, 1.0] and ends[4].isnan()
 
 
 def test_schedule_call_keeps_float64():

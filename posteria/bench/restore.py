@@ -187,8 +187,11 @@ def run_task(task: str, problem: Problem, spec: RestoreBench) -> tuple[list, dic
         row |= {} if reference is None else reference.gaps(res.samples, x)
         rows.append(row | timing(res.seconds, x.shape[0], res.nfe, res.vjps, bare.during(clock)))
         shown[run.label] = res.samples[:, 0]
+    ours = [r for r in rows if r["library"] == "posteria"]
+    timed = {r["method"]: [r["s_per_image"] * x.shape[0]] for r in ours}
     for peer in installed_peers(spec):
-        rows += peer_rows(peer, task, prior, operator, y, x, spec, rows, reference)
+        rows += peer_rows(peer, task, prior, operator, y, x, spec, ours, reference, timed)
+    retime(ours, timed, x.shape[0])
     return rows, shown
 
 
@@ -241,47 +244,71 @@ def exact_rows(
 
 def peer_rows(
     peer: Peer, task: str, prior: Denoiser, operator: Operator, y: torch.Tensor, x: torch.Tensor,
-    spec: RestoreBench, ours: list[dict], reference: ExactReference | None = None,
+    spec: RestoreBench, ours: list[dict], reference: ExactReference | None, timed: dict[str, list[float]],
 ) -> list[dict]:  # fmt: skip
-    """The peer's runs of the methods it shares with us, with ``ours_over_theirs`` wall time: the median
-    of the ratios of ``spec.repeats`` pairs of runs (their spread in ``ratio_range``), and each side's
-    median seconds in its row; and the ratio at equal network speed (:func:`equal_speed_ratio`). Our row
-    gets the same ratios as ``ours_over_<peer>`` (several peers may share a method). On an exact prior,
-    their gaps to its exact posterior (``reference``) as ours."""
+    """The peer's runs of the methods it shares with us (:func:`peer_row`), or a ``failed`` row where its
+    iterates blew up (our denoiser refuses NaN input). ``timed`` maps each of our runs to the seconds of
+    its timed runs; the pairs' extra runs of ours are added to it (:func:`retime` takes their median)."""
     if not peer.serves(operator):
         return []
     rows = []
-    wanted = spec.methods or peer.methods
-    for name in [m for m in peer.methods if m in supported(operator) and m in wanted]:
+    for name in [m for m in peer.methods if m in supported(operator) and m in (spec.methods or peer.methods)]:
         run = Run(name, spec.steps, spec.particles if name in PARTICLE_METHODS else spec.n)
-        bare = NetworkCost.measure(prior, x.shape[0] * run.n)
-        try:
-            with NetworkClock(network_of(prior)) as clock:
-                theirs = peer.run(name, prior, operator, y, run.steps, run.n, spec.seed)
-        except PosteriaError as e:  # our denoiser refuses NaN input: the peer's iterates blew up
-            rows.append({"task": task, "method": run.label, "library": peer.name, "note": f"failed: {e}"})
-            continue
         mine = next(r for r in ours if r["method"] == run.label)
-        pairs = [(mine["s_per_image"] * x.shape[0], theirs.seconds)]
-        pairs += [
-            timed_pair(peer, prior, operator, y, run, spec, ours_first=i % 2 == 0)
-            for i in range(1, spec.repeats)
-        ]
-        samples = aligned_samples(operator, theirs.samples, x)  # registered as ours (restore)
-        row = {"task": task, **score(run.label, peer.name, operator, y, x, samples, theirs.samples)}
-        row |= {} if reference is None else reference.gaps(samples, x)
-        row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, bare.during(clock))
-        costs = (mine[f"network_{k}_s"] for k in ("forward", "forward_graph", "vjp"))
-        mine_cost = NetworkCost(*costs, batch=x.shape[0] * run.n)
-        mine |= timing(median([s for s, _ in pairs]), x.shape[0], mine["nfe"], mine["vjps"], mine_cost)
-        ratios = [a / b for a, b in pairs]
-        row["ours_over_theirs"] = mine[f"ours_over_{peer.name}"] = median(ratios)
-        if spec.repeats > 1:
-            row["ratio_range"] = mine[f"ratio_range_{peer.name}"] = f"{min(ratios):.3f}-{max(ratios):.3f}"
-        row["ours_over_theirs_equal_speed"] = equal_speed_ratio(mine, row, bare)
-        mine[f"ours_over_{peer.name}_equal_speed"] = row["ours_over_theirs_equal_speed"]
-        rows.append(row)
+        try:
+            rows.append(peer_row(peer, run, task, prior, operator, y, x, spec, mine, reference, timed))
+        except PosteriaError as e:
+            rows.append({"task": task, "method": run.label, "library": peer.name, "note": f"failed: {e}"})
     return rows
+
+
+def peer_row(
+    peer: Peer, run: Run, task: str, prior: Denoiser, operator: Operator, y: torch.Tensor, x: torch.Tensor,
+    spec: RestoreBench, mine: dict, reference: ExactReference | None, timed: dict[str, list[float]],
+) -> dict:  # fmt: skip
+    """The peer's row of ``run``: scores, its median seconds over ``spec.repeats`` runs, and
+    ``ours_over_theirs`` wall time, the median of the ratios of ``spec.repeats`` pairs of runs (their
+    spread in ``ratio_range``), and at equal network speed (:func:`equal_speed_ratio`). Our row ``mine``
+    gets the same ratios as ``ours_over_<peer>`` (several peers may share a method). On an exact prior,
+    their gaps to its exact posterior (``reference``) as ours."""
+    bare = NetworkCost.measure(prior, x.shape[0] * run.n)
+    with NetworkClock(network_of(prior)) as clock:
+        theirs = peer.run(run.method, prior, operator, y, run.steps, run.n, spec.seed)
+    pairs = [(timed[run.label][0], theirs.seconds)]
+    pairs += [
+        timed_pair(peer, prior, operator, y, run, spec, ours_first=i % 2 == 0) for i in range(1, spec.repeats)
+    ]
+    timed[run.label] += [s for s, _ in pairs[1:]]
+    samples = aligned_samples(operator, theirs.samples, x)  # registered as ours (restore)
+    row = {"task": task, **score(run.label, peer.name, operator, y, x, samples, theirs.samples)}
+    row |= {} if reference is None else reference.gaps(samples, x)
+    row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, bare.during(clock))
+    ratios = [a / b for a, b in pairs]
+    row["ours_over_theirs"] = mine[f"ours_over_{peer.name}"] = median(ratios)
+    if spec.repeats > 1:
+        row["ratio_range"] = mine[f"ratio_range_{peer.name}"] = f"{min(ratios):.3f}-{max(ratios):.3f}"
+    ours_now = mine | timing(
+        median([s for s, _ in pairs]), x.shape[0], mine["nfe"], mine["vjps"], cost_of(mine)
+    )
+    row["ours_over_theirs_equal_speed"] = equal_speed_ratio(ours_now, row, bare)
+    mine[f"ours_over_{peer.name}_equal_speed"] = row["ours_over_theirs_equal_speed"]
+    return row
+
+
+def cost_of(row: dict) -> NetworkCost:
+    """The bare network's cost that ``row``'s run was timed against, for :func:`timing` (batch 0: only
+    :meth:`NetworkCost.seconds` is asked of it, which does not depend on the batch)."""
+    costs = (row[f"network_{k}_s"] for k in ("forward", "forward_graph", "vjp"))
+    return NetworkCost(*costs, batch=0)
+
+
+def retime(ours: list[dict], timed: dict[str, list[float]], images: int) -> None:
+    """Our rows' seconds per image and overhead from the median of all their timed runs (the first run
+    and the pairs' runs against every peer), where there were more runs than one."""
+    for row in ours:
+        seconds = timed.get(row["method"], [])
+        if len(seconds) > 1:
+            row |= timing(median(seconds), images, row["nfe"], row["vjps"], cost_of(row))
 
 
 def equal_speed_ratio(mine: dict, theirs: dict, cost: NetworkCost) -> float | None:
