@@ -585,6 +585,7 @@ def bench_restore(
     from posteria.bench.restore import (
         TUNED_VARIANTS,
         RestoreBench,
+        plot_peers,
         plot_psnr,
         plot_task,
         report,
@@ -618,6 +619,7 @@ def bench_restore(
     for task, images in shown.items():
         plot_task(images, out / f"restore_{task}.png")
     plot_psnr(rows, out / "restore_psnr.png")
+    plot_peers(rows, out / "restore_peers.png")
     json_text, markdown = report(rows, spec)
     atomic_write_text(out / "restore.json", json_text)
     atomic_write_text(out / "restore.md", markdown)

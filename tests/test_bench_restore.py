@@ -305,6 +305,9 @@ def test_an_exact_prior_restores_its_own_draws_against_its_exact_posterior(monke
     exact = {r["task"]: r["psnr"] for r in rows if r["method"] == "exact posterior"}
     assert [g["exact_psnr"] for g in goals] == [exact[g["task"]] for g in goals]
     assert bench.plot_psnr(rows, tmp_path / "psnr.png").stat().st_size > 1000
+    assert bench.plot_peers(rows, tmp_path / "peers.png").stat().st_size > 1000
+    ours = [r for r in rows if r["library"] != "azula"]
+    assert bench.plot_peers(ours, tmp_path / "none.png") is None and not (tmp_path / "none.png").exists()
 
 
 def test_an_exact_prior_without_a_posterior_density_runs_without_exact_rows(monkeypatch):

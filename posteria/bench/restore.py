@@ -427,6 +427,31 @@ def plot_psnr(rows: list[dict], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def plot_peers(rows: list[dict], path: Path) -> Path | None:
+    """Per task, the PSNR of every method a peer shares with us, as bars side by side: ours, then each
+    peer's (a peer's failed run has no bar). None, and no file, where no peer ran."""
+    libraries = list(dict.fromkeys(r["library"] for r in rows if r["library"] not in ("posteria", "exact")))
+    if not libraries:
+        return None
+    shared = list(dict.fromkeys(r["method"] for r in rows if r["library"] in libraries))
+    tasks = list(dict.fromkeys(r["task"] for r in rows))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(3.2 * len(tasks), 3.2), squeeze=False)
+    width = 0.8 / (1 + len(libraries))
+    for ax, task in zip(axes[0], tasks, strict=True):
+        psnr = {(r["method"], r["library"]): r.get("psnr") for r in rows if r["task"] == task}
+        for k, library in enumerate(["posteria", *libraries]):
+            heights = [psnr.get((m, library)) or 0.0 for m in shared]
+            ax.bar([i + k * width for i in range(len(shared))], heights, width, label=library, color=f"C{k}")
+        ax.set_xticks(
+            [i + width * len(libraries) / 2 for i in range(len(shared))], shared, rotation=60, fontsize=7
+        )
+        ax.set_title(task, fontsize=9)
+    axes[0][0].set_ylabel("PSNR (dB)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, bbox_to_anchor=(0.5, 1.08))
+    return save_figure(fig, path)
+
+
 def peer_marker(library: str) -> dict[str, str]:
     """An open marker per peer: red squares for azula, purple diamonds for deepinv."""
     edge, marker = ("C4", "D") if library == "deepinv" else ("C3", "s")
