@@ -6,7 +6,7 @@ PY    := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 OUT   ?= out/demo
 
-.PHONY: demo test lint clean peers
+.PHONY: demo test lint clean peers test-peers clean-peers
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -16,8 +16,8 @@ $(STAMP): pyproject.toml
 
 # Optional: the peer libraries of `posteria bench restore` (azula, deepinv). deepinv imports torchvision,
 # which has no CPU build beside torch 2.13.0, so they get their own environment with torch 2.14.1 and
-# torchvision 0.29.1 (a CUDA build that runs on the CPU, about 5.5 GB): `.venv-peers/bin/posteria bench
-# restore` then runs ours and both peers in one process.
+# torchvision 0.29.1 (a CUDA build that runs on the CPU, about 6 GB): `.venv-peers/bin/posteria bench
+# restore` then runs ours and both peers in one process; `make test-peers` runs the peers' tests there.
 PEERS_VENV := .venv-peers
 
 $(PEERS_VENV)/.installed: pyproject.toml
@@ -28,6 +28,12 @@ $(PEERS_VENV)/.installed: pyproject.toml
 	touch $@
 
 peers: $(PEERS_VENV)/.installed
+
+test-peers: $(PEERS_VENV)/.installed
+	$(PEERS_VENV)/bin/pytest tests/test_bench_peers.py tests/test_bench_peers_deepinv.py tests/test_bench_restore.py
+
+clean-peers:
+	rm -rf $(PEERS_VENV)
 
 demo: $(STAMP)
 	$(VENV)/bin/posteria demo --out $(OUT)
@@ -40,4 +46,4 @@ test: lint
 	$(VENV)/bin/pytest
 
 clean:
-	rm -rf $(VENV) $(PEERS_VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache

@@ -68,8 +68,6 @@ def gaussian_problem(
 
 def test_deepinv_version_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
     """A string or None, never an exception; with deepinv unimportable, None and one line to install it."""
-    version = deepinv_version()
-    assert version is None or isinstance(version, str)
     monkeypatch.setitem(sys.modules, "deepinv", None)  # makes `import deepinv` raise ImportError
     assert deepinv_version() is None and DEEPINV.version() is None
     prior, op, _, y, _ = gaussian_problem()
@@ -225,6 +223,9 @@ def test_refusals_name_what_is_wrong() -> None:
         run_deepinv("dps", prior, phase, phase(torch.zeros(1, *EVENT)), steps=2)
     with pytest.raises(PosteriaError, match="steps"):
         run_deepinv("ddrm", prior, op, y, steps=0)
+    for method, option in (("ddrm", {"bogus": 1}), ("dps", {"guidance": "x"})):
+        with pytest.raises(PosteriaError, match=f"deepinv's {method} refused the options"):
+            run_deepinv(method, prior, op, y, steps=2, **option)
 
 
 @requires_deepinv
@@ -243,3 +244,16 @@ def test_sample_means_beat_the_prior_mean(method: str) -> None:
     mine = (run.samples.mean(1) - exact).flatten(1).norm(dim=1)
     prior_gap = (prior.mean.reshape(EVENT) - exact).flatten(1).norm(dim=1)
     assert bool((mine < prior_gap).all()), (mine, prior_gap)
+
+
+@requires_deepinv
+def test_default_dps_is_guided_too_weakly() -> None:
+    """deepinv's DPS as the bench runs it (``"norm"`` guidance, ``weight = 1``): the mean of 64 samples of
+    the first measurement is farther from the exact posterior mean than the prior mean is (0.91 against
+    0.82), the quirk BENCHMARKS.md reports; with ``"annealed"`` it is nearer (above)."""
+    prior, op, _, y, post = gaussian_problem(batch=2)
+    run = run_deepinv("dps", prior, op, y, steps=50, n=64, seed=0)
+    exact = post.mean.reshape(2, *EVENT)
+    mine = (run.samples.mean(1) - exact).flatten(1).norm(dim=1)
+    prior_gap = (prior.mean.reshape(EVENT) - exact).flatten(1).norm(dim=1)
+    assert mine[0] > 1.05 * prior_gap[0], (mine, prior_gap)

@@ -273,6 +273,25 @@ def test_repeats_pair_our_runs_with_each_peers_in_alternating_order(tiny_prior, 
     )  # 2 digits
 
 
+def test_a_peer_that_raises_gets_a_failed_row_and_the_bench_goes_on(tiny_prior, monkeypatch):
+    """Any error of a peer's run (third-party code) becomes that run's ``failed`` row naming it; our rows,
+    the report and the figures are still made."""
+    import posteria.bench.restore as bench
+
+    def broken(method, prior, operator, y, steps, n, seed):
+        raise TypeError("unexpected keyword 'bogus'")
+
+    monkeypatch.setattr(bench, "PEERS", (Peer("broken", ("dps",), lambda: "0.0", broken),))
+    spec = tiny_bench(str(tiny_prior.folder), tasks=("inpaint-box",), methods=("dps",), reference_steps=2,
+                      peers=True)  # fmt: skip
+    rows, _ = run_restore(spec, progress=False)
+    ours, failed = rows
+    assert ours["library"] == "posteria" and math.isfinite(ours["psnr"])
+    assert failed == {"task": "inpaint-box", "method": "dps-2", "library": "broken",
+                      "note": "failed: TypeError: unexpected keyword 'bogus'"}  # fmt: skip
+    assert "failed: TypeError" in report(rows, spec)[1]
+
+
 def tiny_mixture():
     from posteria.data import load_dataset
     from posteria.lab.fit import fit_class_mixture

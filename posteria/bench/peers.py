@@ -102,7 +102,8 @@ def require_azula() -> str:
 
 class _CountVJP(torch.autograd.Function):
     """Identity whose backward counts one vector-Jacobian product through the denoiser output. Its
-    context is set apart from ``forward`` so that ``torch.func.vjp`` (deepinv's PiGDM) can run it too."""
+    context is set apart from ``forward`` so that ``torch.func.vjp`` (deepinv's MMPS and PiGDM) can run it
+    too."""
 
     @staticmethod
     def forward(x: torch.Tensor, counter: object) -> torch.Tensor:

@@ -28,7 +28,8 @@ end ever binds); MMPS and PiGDM ``weight = 1``, PiGDM its exact SVD solve; DDRM 
 (:func:`~posteria.posterior.mmps.default_iterations`, as for azula; deepinv's default is 3), and its CG
 one more product at its zero start. Run as deepinv runs them, quirks included: its DDRM adds noise
 ``s / sqrt(2)`` and tells the denoiser ``s`` (its ``sigmas`` run from 1, a [0, 1] image's range, not from
-pure noise); at ``weight = 1`` its DPS is guided too weakly to beat the prior mean on a Gaussian problem
+pure noise); at ``weight = 1`` its DPS is guided so weakly that on a Gaussian problem the mean of 64 of
+its samples is farther from the posterior mean than the prior mean is for one of two measurements
 (``tests/test_bench_peers_deepinv.py``; its docstring: the weight must absorb ``||y - A D|| / sigma_y^2``,
 "typically in the hundreds").
 """
@@ -160,7 +161,7 @@ def deepinv_sampler(
     method: str, denoiser: torch.nn.Module, steps: int, seed: int, device: torch.device, **options: object
 ) -> torch.nn.Module:
     """deepinv's ``method`` at ``steps`` denoiser calls per chain on ``device``, with its defaults unless
-    ``options``; DPS draws from its own generator, seeded with ``seed``."""
+    ``options``; DPS, MMPS and PiGDM draw from their solver's generator, seeded with ``seed``."""
     import numpy as np
     from deepinv.optim.data_fidelity import L2
     from deepinv.sampling import DDRM, DPS, DiffPIR, MomentMatchingDataFidelity, PiGDMDataFidelity
@@ -176,6 +177,17 @@ def deepinv_sampler(
     if method == "ddrm":
         return DDRM(denoiser, sigmas=np.linspace(1, 0, steps), **options)
     return DiffPIR(denoiser, L2(), max_iter=steps, device=device, **options)
+
+
+def deepinv_options(
+    method: str, denoiser: torch.nn.Module, steps: int, seed: int, device: torch.device, options: dict
+) -> torch.nn.Module:
+    """:func:`deepinv_sampler`, with an option deepinv refuses (its ``TypeError`` or ``ValueError``) as one
+    PosteriaError line naming the method and the options."""
+    try:
+        return deepinv_sampler(method, denoiser, steps, seed, device, **options)
+    except (TypeError, ValueError) as e:
+        raise PosteriaError(f"deepinv's {method} refused the options {options}: {e}") from None
 
 
 def posterior_diffusion(
@@ -210,8 +222,8 @@ def run_deepinv(
         y: measurements (B, *measurement) of signals in [-1, 1].
         steps: denoiser calls per chain (see the module's docstring).
         n: samples per measurement (all B n chains run as one batch).
-        seed: seeds DPS's generator and torch's global ones, which DDRM and DiffPIR draw from (restored
-            afterwards).
+        seed: seeds the generator of DPS, MMPS and PiGDM (their SDE solver's) and torch's global ones,
+            which DDRM and DiffPIR draw from (restored afterwards).
         options: keyword options of deepinv's sampler class (DPS ``weight``, DDRM ``eta``, DiffPIR
             ``zeta`` and ``lambda_``) or data-fidelity term (MMPS ``cg_max_iter``, PiGDM ``weight``).
 
@@ -230,7 +242,7 @@ def run_deepinv(
     denoiser = deepinv_denoiser(prior)
     with seeded(seed, y_u.device):
         start = time.perf_counter()
-        sampler = deepinv_sampler(method, denoiser, steps, seed, y_u.device, **options)
+        sampler = deepinv_options(method, denoiser, steps, seed, y_u.device, options)
         u = sampler(y_u.repeat_interleave(n, 0), physics)
         seconds = time.perf_counter() - start
     samples = (2 * u.detach().to(y_u.dtype) - 1).reshape(y.shape[0], n, *operator.event_shape)

@@ -4,10 +4,10 @@ For each task (box and random inpainting, SR x4, Gaussian deblurring, compressed
 the same test digits are measured once at ``sigma_y`` and restored by every method that serves the
 operator (posterior samplers at ``steps`` steps, DPS also at ``reference_steps``, classical baselines
 at their defaults, and the tuned ``variants``: a method again with options chosen on validation digits)
-and, where they are installed, by the peers (:data:`PEERS`: azula's DPS, MMPS and TDS, deepinv's DPS, DDRM
-and DiffPIR) on the same network. Each row gives PSNR and SSIM of the samples, data consistency, NFE, VJPs,
-seconds per image, and the time per network call against the network's own cost (``overhead``); a peer's
-rows give ours / theirs.
+and, where they are installed, by the peers (:data:`PEERS`: azula's DPS, MMPS and TDS, deepinv's DPS, DDRM,
+DiffPIR, MMPS and PiGDM) on the same network. Each row gives PSNR and SSIM of the samples, data
+consistency, NFE, VJPs, seconds per image, and the time per network call against the network's own cost
+(``overhead``); a peer's rows give ours / theirs.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from statistics import median
 import torch
 from tqdm.auto import tqdm
 
-from posteria.bench.peers import AZULA, Peer
+from posteria.bench.peers import AZULA, Peer, PeerRun
 from posteria.bench.peers_deepinv import DEEPINV
 from posteria.bench.timing import NetworkClock, NetworkCost
 from posteria.data import load_dataset
@@ -246,19 +246,16 @@ def peer_rows(
     peer: Peer, task: str, prior: Denoiser, operator: Operator, y: torch.Tensor, x: torch.Tensor,
     spec: RestoreBench, ours: list[dict], reference: ExactReference | None, timed: dict[str, list[float]],
 ) -> list[dict]:  # fmt: skip
-    """The peer's runs of the methods it shares with us (:func:`peer_row`), or a ``failed`` row where its
-    iterates blew up (our denoiser refuses NaN input). ``timed`` maps each of our runs to the seconds of
-    its timed runs; the pairs' extra runs of ours are added to it (:func:`retime` takes their median)."""
+    """The peer's rows of the methods it shares with us (:func:`peer_row`). ``timed`` maps each of our
+    runs to the seconds of its timed runs; the pairs' extra runs of ours are added to it (:func:`retime`
+    takes their median once every peer has run)."""
     if not peer.serves(operator):
         return []
     rows = []
     for name in [m for m in peer.methods if m in supported(operator) and m in (spec.methods or peer.methods)]:
         run = Run(name, spec.steps, spec.particles if name in PARTICLE_METHODS else spec.n)
         mine = next(r for r in ours if r["method"] == run.label)
-        try:
-            rows.append(peer_row(peer, run, task, prior, operator, y, x, spec, mine, reference, timed))
-        except PosteriaError as e:
-            rows.append({"task": task, "method": run.label, "library": peer.name, "note": f"failed: {e}"})
+        rows.append(peer_row(peer, run, task, prior, operator, y, x, spec, mine, reference, timed))
     return rows
 
 
@@ -266,31 +263,49 @@ def peer_row(
     peer: Peer, run: Run, task: str, prior: Denoiser, operator: Operator, y: torch.Tensor, x: torch.Tensor,
     spec: RestoreBench, mine: dict, reference: ExactReference | None, timed: dict[str, list[float]],
 ) -> dict:  # fmt: skip
-    """The peer's row of ``run``: scores, its median seconds over ``spec.repeats`` runs, and
-    ``ours_over_theirs`` wall time, the median of the ratios of ``spec.repeats`` pairs of runs (their
-    spread in ``ratio_range``), and at equal network speed (:func:`equal_speed_ratio`). Our row ``mine``
-    gets the same ratios as ``ours_over_<peer>`` (several peers may share a method). On an exact prior,
-    their gaps to its exact posterior (``reference``) as ours."""
+    """The peer's row of ``run``: scores and timing (:func:`compare_times`), or a ``failed`` row naming the
+    error where the peer's run raised (its iterates blew up, so that our denoiser refused NaN input, or
+    its own code failed: a peer's error must not lose the bench's other rows). On an exact prior, their
+    gaps to its exact posterior (``reference``) as ours."""
     bare = NetworkCost.measure(prior, x.shape[0] * run.n)
-    with NetworkClock(network_of(prior)) as clock:
-        theirs = peer.run(run.method, prior, operator, y, run.steps, run.n, spec.seed)
+    try:
+        with NetworkClock(network_of(prior)) as clock:
+            theirs = peer.run(run.method, prior, operator, y, run.steps, run.n, spec.seed)
+    except Exception as e:  # third-party code: any failure of it is that run's result
+        return {
+            "task": task,
+            "method": run.label,
+            "library": peer.name,
+            "note": f"failed: {type(e).__name__}: {e}",
+        }
+    samples = aligned_samples(operator, theirs.samples, x)  # registered as ours (restore)
+    row = {"task": task, **score(run.label, peer.name, operator, y, x, samples, theirs.samples)}
+    row |= {} if reference is None else reference.gaps(samples, x)
+    return row | compare_times(peer, run, theirs, bare.during(clock), prior, operator, y, spec, mine, timed)
+
+
+def compare_times(
+    peer: Peer, run: Run, theirs: PeerRun, cost: NetworkCost, prior: Denoiser, operator: Operator,
+    y: torch.Tensor, spec: RestoreBench, mine: dict, timed: dict[str, list[float]],
+) -> dict:  # fmt: skip
+    """The peer's timing of ``run`` (its median seconds over ``spec.repeats`` runs) and ``ours_over_theirs``
+    wall time, the median of the ratios of ``spec.repeats`` pairs of runs (their spread in
+    ``ratio_range``), and at equal network speed (:func:`equal_speed_ratio`, with our median over the same
+    pairs). Our row ``mine`` gets the same ratios as ``ours_over_<peer>`` (several peers may share a
+    method); its own seconds are set later from all its runs (:func:`retime`)."""
+    images = y.shape[0]
     pairs = [(timed[run.label][0], theirs.seconds)]
     pairs += [
         timed_pair(peer, prior, operator, y, run, spec, ours_first=i % 2 == 0) for i in range(1, spec.repeats)
     ]
     timed[run.label] += [s for s, _ in pairs[1:]]
-    samples = aligned_samples(operator, theirs.samples, x)  # registered as ours (restore)
-    row = {"task": task, **score(run.label, peer.name, operator, y, x, samples, theirs.samples)}
-    row |= {} if reference is None else reference.gaps(samples, x)
-    row |= timing(median([s for _, s in pairs]), x.shape[0], theirs.nfe, theirs.vjps, bare.during(clock))
+    row = timing(median([s for _, s in pairs]), images, theirs.nfe, theirs.vjps, cost)
     ratios = [a / b for a, b in pairs]
     row["ours_over_theirs"] = mine[f"ours_over_{peer.name}"] = median(ratios)
     if spec.repeats > 1:
         row["ratio_range"] = mine[f"ratio_range_{peer.name}"] = f"{min(ratios):.3f}-{max(ratios):.3f}"
-    ours_now = mine | timing(
-        median([s for s, _ in pairs]), x.shape[0], mine["nfe"], mine["vjps"], cost_of(mine)
-    )
-    row["ours_over_theirs_equal_speed"] = equal_speed_ratio(ours_now, row, bare)
+    ours_now = mine | timing(median([s for s, _ in pairs]), images, mine["nfe"], mine["vjps"], cost_of(mine))
+    row["ours_over_theirs_equal_speed"] = equal_speed_ratio(ours_now, row, cost)
     mine[f"ours_over_{peer.name}_equal_speed"] = row["ours_over_theirs_equal_speed"]
     return row
 
@@ -304,7 +319,8 @@ def cost_of(row: dict) -> NetworkCost:
 
 def retime(ours: list[dict], timed: dict[str, list[float]], images: int) -> None:
     """Our rows' seconds per image and overhead from the median of all their timed runs (the first run
-    and the pairs' runs against every peer), where there were more runs than one."""
+    and the pairs' runs against every peer), where there were more runs than one. (Each
+    ``ours_over_<peer>_equal_speed`` keeps our median over that peer's pairs.)"""
     for row in ours:
         seconds = timed.get(row["method"], [])
         if len(seconds) > 1:
@@ -429,7 +445,8 @@ def plot_psnr(rows: list[dict], path: Path) -> Path:
 
 def plot_peers(rows: list[dict], path: Path) -> Path | None:
     """Per task, the PSNR of every method a peer shares with us, as bars side by side: ours, then each
-    peer's (a peer's failed run has no bar). None, and no file, where no peer ran."""
+    peer's, in the colours of :data:`LIBRARY_STYLE` (no bar where a peer does not run that method or its
+    run failed; the report's rows say which). None, and no file, where no peer ran."""
     libraries = list(dict.fromkeys(r["library"] for r in rows if r["library"] not in ("posteria", "exact")))
     if not libraries:
         return None
@@ -441,7 +458,8 @@ def plot_peers(rows: list[dict], path: Path) -> Path | None:
         psnr = {(r["method"], r["library"]): r.get("psnr") for r in rows if r["task"] == task}
         for k, library in enumerate(["posteria", *libraries]):
             heights = [psnr.get((m, library)) or 0.0 for m in shared]
-            ax.bar([i + k * width for i in range(len(shared))], heights, width, label=library, color=f"C{k}")
+            colour = LIBRARY_STYLE.get(library, ("C1",))[0]
+            ax.bar([i + k * width for i in range(len(shared))], heights, width, label=library, color=colour)
         ax.set_xticks(
             [i + width * len(libraries) / 2 for i in range(len(shared))], shared, rotation=60, fontsize=7
         )
@@ -452,9 +470,13 @@ def plot_peers(rows: list[dict], path: Path) -> Path | None:
     return save_figure(fig, path)
 
 
+#: Each library's colour and marker in the figures (ours: C0, filled circles).
+LIBRARY_STYLE = {"posteria": ("C0", "o"), "azula": ("C3", "s"), "deepinv": ("C4", "D")}
+
+
 def peer_marker(library: str) -> dict[str, str]:
     """An open marker per peer: red squares for azula, purple diamonds for deepinv."""
-    edge, marker = ("C4", "D") if library == "deepinv" else ("C3", "s")
+    edge, marker = LIBRARY_STYLE.get(library, ("C1", "^"))
     return {"facecolors": "none", "edgecolors": edge, "marker": marker}
 
 
