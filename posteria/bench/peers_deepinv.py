@@ -179,7 +179,7 @@ def deepinv_sampler(
     return DiffPIR(denoiser, L2(), max_iter=steps, device=device, **options)
 
 
-def deepinv_options(
+def checked_sampler(
     method: str, denoiser: torch.nn.Module, steps: int, seed: int, device: torch.device, options: dict
 ) -> torch.nn.Module:
     """:func:`deepinv_sampler`, with an option deepinv refuses (its ``TypeError`` or ``ValueError``) as one
@@ -242,7 +242,7 @@ def run_deepinv(
     denoiser = deepinv_denoiser(prior)
     with seeded(seed, y_u.device):
         start = time.perf_counter()
-        sampler = deepinv_options(method, denoiser, steps, seed, y_u.device, options)
+        sampler = checked_sampler(method, denoiser, steps, seed, y_u.device, options)
         u = sampler(y_u.repeat_interleave(n, 0), physics)
         seconds = time.perf_counter() - start
     samples = (2 * u.detach().to(y_u.dtype) - 1).reshape(y.shape[0], n, *operator.event_shape)
