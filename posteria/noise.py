@@ -162,7 +162,7 @@ def get_schedule(name: str, **options: float) -> Schedule:
     return SCHEDULES[check_choice("schedule", name, list(SCHEDULES))](**options)
 
 
-GRIDS = ("uniform", "quadratic", "reverse-quadratic", "karras")
+GRIDS = ("uniform", "quadratic", "reverse-quadratic", "karras", "log")
 
 
 def time_grid(
@@ -182,7 +182,9 @@ def time_grid(
     exactly ``i / 1000``), ``quadratic`` in sqrt(t) (DDIM's choice, Song et al. 2021),
     ``reverse-quadratic`` in ``(1 - t)^2`` (DiffPIR's "quad" skip, Zhu et al. 2023: long steps at high
     noise, half the uniform step at ``t_min``), ``karras`` uniform in ``r_t^(1/rho)`` between ``r(t_min)``
-    and ``r(1)`` (Karras et al. 2022, eq. 5).
+    and ``r(1)`` (Karras et al. 2022, eq. 5), ``log`` uniform in ``log r_t`` (its ``rho -> inf`` limit: a
+    variance-exploding ``sigma_t = a (b / a)^t`` stepped uniformly in ``t``, the grid of MMPS's code,
+    Rozet et al. 2024).
     """
     spacing = check_choice("time spacing", spacing or schedule.default_spacing, GRIDS)
     t_min = schedule.t_min if t_min is None else t_min
@@ -198,7 +200,11 @@ def time_grid(
     elif spacing == "reverse-quadratic":
         t = 1 - u.sqrt() * (1 - t_min)
     else:
-        lo, hi = (schedule.ratio(torch.tensor(v, dtype=torch.float64)) ** (1 / rho) for v in (t_min, 1.0))
-        t = schedule.time_of_ratio((hi + u * (lo - hi)) ** rho)
+        lo, hi = (schedule.ratio(torch.tensor(v, dtype=torch.float64)) for v in (t_min, 1.0))
+        if spacing == "log":
+            r = hi * (lo / hi) ** u
+        else:
+            r = (hi ** (1 / rho) + u * (lo ** (1 / rho) - hi ** (1 / rho))) ** rho
+        t = schedule.time_of_ratio(r)
         t[-1], t[0] = t_min, 1.0  # exact ends despite the bisection; [1, 0] when steps = 1
     return torch.cat([t, torch.zeros(1, dtype=t.dtype)]).to(torch.get_default_dtype())

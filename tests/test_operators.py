@@ -345,6 +345,30 @@ def test_phase_retrieval_knows_its_jacobian_norm(unit_range: bool) -> None:
         assert bool((flat(jv).square().sum(1) <= known * flat(v).square().sum(1) * (1 + 1e-9)).all())
 
 
+_BLUR = ops.Blur.gaussian((1, 6, 6), 3, 1.0)
+
+
+@pytest.mark.parametrize(
+    "op",
+    [
+        ops.PhaseRetrieval((1, 6, 5)),
+        ops.PhaseRetrieval((2, 5, 4), oversampling=1.5, unit_range=False),
+        ops.Composition(ops.PhaseRetrieval((1, 6, 6)), _BLUR),
+        ops.Composition(ops.SubsampledFourier(torch.arange(36).reshape(6, 6) % 3 == 0, (1, 6, 6)), _BLUR),
+    ],
+    ids=["phase", "phase-raw", "phase*blur", "mri*blur"],
+)
+def test_closed_form_pullbacks_are_autograds(op: ops.Operator) -> None:
+    """An operator's own ``vjp`` (phase retrieval's closed form, a composition's chain rule) gives the
+    value and the ``J^T v`` that autograd through ``A`` gives (``Re(J^H v)`` for complex k-space)."""
+    x, v = _signal(op), _measurement(op, seed=2)
+    value, pullback = op.vjp(x)
+    reference_value, reference_pullback = ops.Operator.vjp(op, x)
+    _close(value, reference_value)
+    _close(pullback(v), reference_pullback(v))
+    assert not value.requires_grad and not pullback(v).requires_grad
+
+
 def test_float32_operators_keep_the_dtype() -> None:
     """Built and used in float32, every operator returns float32 (complex64 for k-space)."""
     torch.set_default_dtype(torch.float32)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -123,6 +124,21 @@ class Operator(nn.Module):
         :func:`~posteria.posterior.daps.jacobian_norm2`)."""
         return None
 
+    def vjp(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """``(A(x), v -> J(x)^T v)``: the measurement (B, *measurement) and the pullback of a cotangent ``v``
+        of that shape to (B, *event), ``Re(J^H v)`` for complex measurements, so that
+        ``J^T (y - A(x)) / s^2`` is the likelihood's gradient. By autograd through ``A`` (a graph kept
+        until the pullback is called); operators that know ``J^T`` in closed form override it."""
+        with torch.enable_grad():
+            x = x.detach().requires_grad_(True)
+            value = self(x)
+
+        def pullback(v: torch.Tensor) -> torch.Tensor:
+            (grad,) = torch.autograd.grad(value, x, v)
+            return grad
+
+        return value.detach(), pullback
+
     def log_likelihood(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """``log p(y | x) = log p_noise(y | A(x))`` per sample: y (B, *measurement), x (B, *event) -> (B,)."""
         mean = self(x)
@@ -219,6 +235,10 @@ class LinearOperator(Operator):
         """``A^+ y``, the minimum-norm least-squares solution: (B, *measurement) -> (B, *event)."""
         self._expect_shape("y", y, self.measurement_shape)
         return self._pinv(y)
+
+    def vjp(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """``(A x, adjoint)``: ``J = A`` everywhere, so the pullback is the adjoint, with no graph."""
+        return self(x), self.adjoint
 
     def gram(self, x: torch.Tensor) -> torch.Tensor:
         """``A^T A x``: (B, *event_shape) -> (B, *event_shape)."""

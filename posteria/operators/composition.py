@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from posteria.errors import PosteriaError
@@ -39,6 +41,13 @@ class Composition(Operator):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.outer(self.inner(x))
+
+    def vjp(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
+        """The chain rule on the parts' own pullbacks: ``J^T v = J_inner^T (J_outer^T v)``, each in closed
+        form where that part has one."""
+        middle, inner_pullback = self.inner.vjp(x)
+        value, outer_pullback = self.outer.vjp(middle)
+        return value, lambda v: inner_pullback(outer_pullback(v))
 
 
 class LinearComposition(Composition, LinearOperator):

@@ -73,17 +73,12 @@ def likelihood_score(
     operator: Operator, y: torch.Tensor, x: torch.Tensor, variance: torch.Tensor | float
 ) -> torch.Tensor:
     """``grad_x log N(y; A(x), diag(v)) = J^T ((y - A(x)) / v)`` (B, *event), ``v`` a float or a tensor
-    that broadcasts against ``y``: by the operator's own adjoint when it is linear (``J = A``, no autograd
-    graph), else by autograd through ``A``."""
+    that broadcasts against ``y``, by the operator's :meth:`~posteria.operators.base.Operator.vjp`: the
+    adjoint for a linear ``A``, a closed form where a nonlinear one has it, else autograd through ``A``."""
     if isinstance(variance, torch.Tensor):  # computed from y: move it to x's dtype and device
         variance = variance.to(device=x.device, dtype=x.real.dtype)
-    if operator.linear:
-        return operator.adjoint((match(y, x) - operator(x)) / variance)
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        residual = real_view(match(y, x) - operator(x))
-        (grad,) = torch.autograd.grad(-0.5 * (residual**2 / variance).sum(), x)
-    return grad
+    value, pullback = operator.vjp(x)
+    return pullback((match(y, x) - value) / variance)
 
 
 class DAPS(Sampler):
