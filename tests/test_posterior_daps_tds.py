@@ -311,12 +311,13 @@ def test_moment_matched_twist_reweights_mixture_components() -> None:
     """On the lab's mixture of 4 rank-2 subspaces in D = 8 with m = 4 measurements (``sigma_y = 0.1``), the
     posterior puts 0.99 and 0.87 on one component; MMPS's Gaussian moment matching mis-weights them
     and TDS with MMPS's twist corrects it. Sliced Wasserstein over the Monte-Carlo floor, 100 steps, 500
-    particles: measured mmps 5.35, tds 3.48, tds-mmps 1.68 (1000 steps: 5.20, 2.69, 0.50)."""
+    particles: measured mmps 5.44, tds 3.48, tds-mmps 0.55 on their default grids (MMPS's log grid for
+    both MMPS methods; on the uniform grid 5.35 and 1.68, and with 1000 uniform steps 5.20, 2.69, 0.50)."""
     spec = PosteriorBench(dims=(8,), measurements=(4,), noise=(0.1,))
     problem = Problem.draw(8, 4, 0.1, spec)
     _, floor = exact_row(problem, spec)
     got = {m: score_run(problem, m, 100, spec, floor)["sw_over_floor"] for m in ("mmps", "tds-mmps")}
-    assert got["tds-mmps"] < 2.5 and got["tds-mmps"] < 0.5 * got["mmps"], got
+    assert got["tds-mmps"] < 1.0 and got["tds-mmps"] < 0.2 * got["mmps"], got
 
 
 def test_ess_history() -> None:
