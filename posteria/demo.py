@@ -24,8 +24,9 @@ from posteria.restore import measure, panel_rows, restore
 
 #: (operator, method, steps) restorations shown on held-out digits: the best method per task at a
 #: demo's budget (4 digits x 3 samples; PSNR of the mean, dB, on the 14,000-step prior, noise drawn per
-#: digit): box DDRM-20 15.9; SR x4 and MRI x4 with MMPS-50 19.2 and 34.3 (on the 8,000-step prior DDRM-20
-#: gave 17.5 and 26.3 there). The whole demo: 37 s on 2 idle cores, 57 s on 1 thread beside a benchmark.
+#: digit): box DDRM-20 15.9; SR x4 and MRI x4 with MMPS-50 19.3 and 33.7 on its log grid (19.2 and 34.3
+#: on the uniform grid it had before; on the 8,000-step prior DDRM-20 gave 17.5 and 26.3 there). The whole
+#: demo: 24 to 37 s on 2 idle cores, 57 s on 1 thread beside a benchmark.
 RESTORATIONS = [("inpaint-box", "ddrm", 20), ("sr4", "mmps", 50), ("mri4", "mmps", 50)]
 
 #: (sampler, steps) pairs shown on the exact mixture prior.

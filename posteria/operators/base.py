@@ -128,7 +128,8 @@ class Operator(nn.Module):
         """``(A(x), v -> J(x)^T v)``: the measurement (B, *measurement) and the pullback of a cotangent ``v``
         of that shape to (B, *event), ``Re(J^H v)`` for complex measurements, so that
         ``J^T (y - A(x)) / s^2`` is the likelihood's gradient. By autograd through ``A`` (a graph kept
-        until the pullback is called); operators that know ``J^T`` in closed form override it."""
+        until the pullback is called, once: it frees the graph); operators that know ``J^T`` in closed
+        form override it, with a pullback that can be called any number of times."""
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             value = self(x)
