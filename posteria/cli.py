@@ -76,7 +76,7 @@ def sample(
     n: Annotated[int, typer.Option("-n", "--n", help="Number of samples.")] = 64,
     seed: Annotated[int, typer.Option(help="Random seed; sample i depends only on it and i.")] = 0,
     spacing: Annotated[
-        str, typer.Option(help="Time grid: uniform, quadratic, reverse-quadratic, karras.")
+        str, typer.Option(help="Time grid: uniform, quadratic, reverse-quadratic, karras, log.")
     ] = "uniform",
     eta: Annotated[
         float | None, typer.Option(help="DDIM noise level, ddim only (default 0: deterministic).")

@@ -94,6 +94,12 @@ def test_solve_and_sample_help_name_the_files_and_limits():
     assert "DDIM noise level, ddim only (default 0: deterministic)" in help_words("sample")
 
 
+def test_sample_help_lists_every_time_grid():
+    from posteria.noise import GRIDS
+
+    assert f"Time grid: {', '.join(GRIDS)}." in help_words("sample")
+
+
 def test_train_help_says_where_out_comes_from():
     # train has no --out option: its help must say how OUT is set
     assert "(OUT: the config's out, or --set out=DIR)" in help_words("train")
@@ -368,6 +374,7 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
         (["--operator", "sr2", "--method", "repaint"], "methods that serve it: "),
         (["--method", "ddrm", "--set", "eta"], "--set 'eta': expected key=value"),
         (["--method", "ddrm", "--set", "eta=fast"], "method 'ddrm': eta must lie in [0, 1], got 'fast'"),
+        (["--method", "ddrm", "--set", "threshold=-1"], "'ddrm': threshold must be a finite number >= 0"),
         (["--method", "mmps", "--set", "zeta=1"], "'mmps' takes no option zeta; its options: sampler="),
         (["--method", "ddrm", "--set", "batch_size=2"], "'ddrm' takes no option batch_size; its options: "),
         (["--method", "dps", "--set", "zeta=[1, 2]"], "zeta must be a finite number > 0, got [1, 2]"),
@@ -386,6 +393,7 @@ def test_methods_lists_every_method_and_operator(tiny_prior):
         "unsupported",
         "set-form",
         "set-type",
+        "set-negative",
         "set-key",
         "set-argument",
         "set-list",

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from posteria.denoisers.base import Denoiser
-from posteria.errors import check_unit
+from posteria.errors import check_positive, check_unit
 from posteria.operators.base import Operator
 from posteria.operators.noise_models import GaussianNoise
 from posteria.operators.svd import ImplicitSVD
@@ -33,8 +33,9 @@ class Spectral:
 
     Attributes:
         svd: the operator's implicit SVD.
-        s: (D,) singular values, set to 0 below the pseudo-inverse cut-off ``D eps max(s)``, so a tiny
-            ``s_i`` is treated as unmeasured rather than amplifying noise by ``1 / s_i``.
+        s: (D,) singular values, set to 0 at or below ``threshold`` and below the pseudo-inverse cut-off
+            ``D eps max(s)``, so a tiny ``s_i`` is treated as unmeasured rather than amplifying noise by
+            ``1 / s_i``.
         inv_s: (D,) ``1 / s_i``, 0 where unmeasured.
         measured: (D,) bool, ``s_i > 0`` after the cut-off. ``s`` need not be sorted.
         uty: (N, D) ``U^T y``, 0 where unmeasured.
@@ -53,11 +54,13 @@ class Spectral:
     sigma_y: float
 
     @classmethod
-    def of(cls, operator: Operator, y: torch.Tensor) -> Spectral:
-        """Project ``y`` (N, *measurement) on the left singular vectors of ``operator`` (computed once)."""
+    def of(cls, operator: Operator, y: torch.Tensor, threshold: float = 0.0) -> Spectral:
+        """Project ``y`` (N, *measurement) on the left singular vectors of ``operator`` (computed once);
+        singular values ``<= threshold`` count as unmeasured."""
         svd = operator.svd
         uty = svd.Ut(y)  # real (N, D) even for complex k-space measurements
         inv = svd.inverse_singular_values(uty)
+        inv = torch.where(svd.s.to(inv) > threshold, inv, 0)
         measured = inv > 0
         s = torch.where(measured, svd.s.to(inv), 0)
         sigma_y = gaussian_sigma_y(operator)
@@ -89,7 +92,9 @@ class DDRM(Sampler):
     input stays in the measured components at any step count (10.5 at ``sigma_y = 1e-3``, as the official
     code, whose last call is at DDPM's ``t = 1``).
     Shapes: ``x_t`` (N, *event), sample ``i`` conditioned on ``y[i]``. Defaults: ``eta = 0.85``,
-    ``eta_b = 1`` and 20 steps (the paper's). Reference: Kawar, Elad, Ermon & Song (2022), NeurIPS.
+    ``eta_b = 1`` and 20 steps (the paper's). ``threshold`` (default 0, the paper's): singular values at
+    or below it are treated as unmeasured, as deepinv's DDRM does with those below its noise level.
+    Reference: Kawar, Elad, Ermon & Song (2022), NeurIPS.
     """
 
     def __init__(
@@ -100,11 +105,13 @@ class DDRM(Sampler):
         y: torch.Tensor,
         eta: float = 0.85,
         eta_b: float = 1.0,
+        threshold: float = 0.0,
         **options: object,
     ) -> None:
         super().__init__(denoiser, steps, **options)
         self.eta, self.eta_b = check_unit("eta", eta), check_unit("eta_b", eta_b)
-        self.spectral = Spectral.of(operator, y)
+        threshold = float(check_positive("threshold", threshold, allow_zero=True))
+        self.spectral = Spectral.of(operator, y, threshold)
 
     def step(self, x_t: torch.Tensor, t: float, s: float, noise: Noise, **cond: object) -> torch.Tensor:
         (alpha_t, sigma_t), (alpha_s, sigma_s) = self.alpha_sigma(t), self.alpha_sigma(s)
