@@ -167,9 +167,11 @@ def test_karras_grid_is_uniform_in_ratio_to_the_one_over_rho():
     torch.testing.assert_close(r.diff(), r.diff().mean().expand(17), rtol=1e-4, atol=0)
 
 
-@pytest.mark.parametrize("schedule", [VPLinear(), EDM()], ids=["vp", "edm"])
+@pytest.mark.parametrize("schedule", [VPLinear(), VPCosine(), EDM()], ids=["vp", "cosine", "edm"])
 def test_log_grid_is_geometric_in_the_ratio_from_end_to_end(schedule) -> None:
-    """``log``: ``r_t`` falls by the same factor at every step, from ``r(1)`` to ``r(t_min)``."""
+    """``log``: ``r_t`` falls by the same factor at every step, from ``r(1)`` to ``r(t_min)``; one step
+    is ``[1, 0]``."""
+    assert time_grid(schedule, 1, "log").tolist() == [1.0, 0.0]
     times = time_grid(schedule, 40, "log")
     r = schedule.ratio(times[:-1].to(F64)).log()
     torch.testing.assert_close(r.diff(), r.diff().mean().expand(39), rtol=1e-4, atol=0)

@@ -369,6 +369,17 @@ def test_closed_form_pullbacks_are_autograds(op: ops.Operator) -> None:
     assert not value.requires_grad and not pullback(v).requires_grad
 
 
+def test_phase_retrieval_pullback_is_zero_where_the_spectrum_is() -> None:
+    """A black image (``u = 0``) has ``z = 0`` at every frequency: the pullback is 0 there, as autograd's
+    subgradient of ``|z|`` is, not 0 / 0."""
+    op = ops.PhaseRetrieval((1, 5, 4))
+    x, v = -torch.ones(2, 1, 5, 4), _measurement(op, n=2)
+    value, pullback = op.vjp(x)
+    assert torch.equal(value, torch.zeros_like(value))
+    assert torch.equal(pullback(v), torch.zeros_like(x))
+    _close(pullback(v), ops.Operator.vjp(op, x)[1](v))
+
+
 def test_float32_operators_keep_the_dtype() -> None:
     """Built and used in float32, every operator returns float32 (complex64 for k-space)."""
     torch.set_default_dtype(torch.float32)

@@ -288,12 +288,13 @@ def run_azula(
     Hyperparameters: azula's defaults where it has them (DPS ``zeta = 1``; DDPM steps; azula's own
     initial draw ``x_1 ~ N(0, alpha_1^2 + sigma_1^2)``); set from the problem: ``A``, ``y``,
     ``cov_y = sigma_y^2 I``, MMPS's CG iterations and TDS's twist and particles as ours (see the
-    ``*_runs`` functions). Unlike ours: azula's grid visits ``t = 1/steps`` last (ours ``t_min = 1e-3``,
-    uniform for VP); azula's DPS divides by the norm of the whole batch's residual, not each sample's;
-    its CG is not preconditioned and runs all its iterations, and its MMPS takes one more vjp per step for
-    ``C A^T u`` (ours recombines it from the CG products); its TDS resamples multinomially at every
-    step and its last step returns the twisted estimate ``x0 + (sigma_t^2 / alpha_t) grad log twist``,
-    where ours returns ``x0 = D(x_t)`` resampled by ``p(y | x0)``.
+    ``*_runs`` functions). Unlike ours: azula's grid is uniform in ``t`` and visits ``t = 1/steps`` last
+    (ours ``t_min = 1e-3``, uniform in ``t`` for VP except MMPS's, uniform in ``log r_t``); azula's DPS
+    divides by the norm of the whole batch's residual, not each sample's; its CG is not preconditioned
+    and runs all its iterations, and its MMPS takes one more vjp per step for ``C A^T u`` (ours
+    recombines it from the CG products); its TDS resamples multinomially at every step and its last step
+    returns the twisted estimate ``x0 + (sigma_t^2 / alpha_t) grad log twist``, where ours returns
+    ``x0 = D(x_t)`` resampled by ``p(y | x0)``.
     """
     method = check_choice("azula method", method, AZULA_METHODS)
     require_azula()
@@ -330,7 +331,8 @@ def run_posteria(
     **options: object,
 ) -> PeerRun:
     """Our side of :func:`run_azula`, with the same call: :func:`posteria.restore.restore` with our
-    defaults (DDPM; DPS ``zeta = 1``; MMPS 5 preconditioned CG iterations; TDS ``n`` particles) and
+    defaults (DDPM; DPS ``zeta = 1``; MMPS preconditioned CG, ``default_iterations``, on its log grid;
+    TDS ``n`` particles) and
     ``steps`` transitions, hence the same NFE as azula's run with the same ``steps``."""
     from posteria.restore import restore
 

@@ -239,7 +239,7 @@ class LinearOperator(Operator):
 
     def vjp(self, x: torch.Tensor) -> tuple[torch.Tensor, Callable[[torch.Tensor], torch.Tensor]]:
         """``(A x, adjoint)``: ``J = A`` everywhere, so the pullback is the adjoint, with no graph."""
-        return self(x), self.adjoint
+        return self(x).detach(), self.adjoint
 
     def gram(self, x: torch.Tensor) -> torch.Tensor:
         """``A^T A x``: (B, *event_shape) -> (B, *event_shape)."""

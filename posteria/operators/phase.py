@@ -20,7 +20,8 @@ class PhaseRetrieval(Operator):
     ``u(x) = (x + 1) / 2`` maps model space to a nonnegative intensity in [0, 1] when ``unit_range``
     (physical objects are nonnegative, which also removes the global sign ambiguity), else ``u(x) = x``.
     The image is zero-padded at the bottom and right, then transformed by the unitary DFT. Nonlinear:
-    no adjoint, pinv or SVD; guidance uses autograd through ``A``. Reference: DPS (Chung et al., 2023),
+    no adjoint, pinv or SVD; DPS-style guidance differentiates through ``A`` by autograd, and
+    :meth:`vjp` gives ``J^T`` in closed form (DAPS's Langevin steps). Reference: DPS (Chung et al., 2023),
     oversampling 2 as in Fienup (1982).
     """
 

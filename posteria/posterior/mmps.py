@@ -209,7 +209,7 @@ def build_mmps(
     maxiter: int | str | None = "auto",
     rtol: float | None = None,
     precondition: bool = True,
-    spacing: str = "log",
+    spacing: str | None = "log",
     **options: object,
 ) -> Sampler:
     """Any sampler on :class:`MMPSDenoiser`; DDPM and preconditioned CG by default, ``maxiter="auto"``
@@ -220,7 +220,8 @@ def build_mmps(
     (``posteria bench restore --prior mnist-mixture``, 64 draws, 100 steps), it brings the samples'
     ``nll_gap`` to the exact posterior from -0.18..-0.24 (uniform in ``t``) to -0.03..-0.08 nats per
     pixel, as close as 1,000 uniform steps (-0.03..-0.07): the fine directions' small variances are
-    resolved in the low-noise steps that a uniform grid skips."""
+    resolved in the low-noise steps that a uniform grid skips. ``spacing=None``: the schedule's default
+    (uniform in ``t`` for VP)."""
     wrapper = MMPSDenoiser(denoiser, operator, y, maxiter, rtol, precondition)
     return guided_sampler(wrapper, steps, sampler, eta, spacing=spacing, **options)
 

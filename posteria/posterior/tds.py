@@ -228,10 +228,10 @@ class MomentTDS(TDS):
     of the twist's Gaussian is left out: it costs a Lanczos run per particle, and any positive twist keeps
     TDS asymptotically exact (the weights correct for it); for a Gaussian prior ``C`` does not depend on
     ``x_t``, so nothing is lost. Options as :class:`TDS`, plus ``maxiter`` (default: as ``mmps``),
-    ``rtol``, ``precondition``, and ``spacing`` (default: MMPS's ``log`` grid; on the exact mixture prior,
-    64 draws, 4 particles, 100 steps, it brings ``nll_gap`` from -0.16..-0.24 on the uniform grid to
-    -0.01..-0.05 nats per pixel on the six restoration tasks). Costs MMPS's vector-Jacobian products per
-    step (``maxiter``).
+    ``rtol``, ``precondition``, and ``spacing`` (default: MMPS's ``log`` grid, None for the schedule's;
+    on the exact mixture prior, 64 draws, 4 particles, 100 steps, it brings ``nll_gap`` from -0.16..-0.24
+    on the uniform grid to -0.01..-0.05 nats per pixel on the six restoration tasks). Costs MMPS's
+    vector-Jacobian products per step (``maxiter``).
     """
 
     def __init__(
@@ -243,7 +243,7 @@ class MomentTDS(TDS):
         maxiter: int | str | None = "auto",
         rtol: float | None = None,
         precondition: bool = True,
-        spacing: str = "log",
+        spacing: str | None = "log",
         **options: object,
     ) -> None:
         super().__init__(denoiser, steps, operator, y, spacing=spacing, **options)
