@@ -163,7 +163,7 @@ def ddrm_law(
 @pytest.mark.parametrize(
     ("kind", "steps", "eta", "eta_b", "threshold"),
     [("matrix", 20, 0.85, 1.0, 0.0), ("matrix", 12, 0.5, 0.7, 0.0), ("mask", 20, 0.85, 1.0, 0.0)]
-    + [("matrix", 20, 0.85, 1.0, "between")],
+    + [("matrix", 20, 0.85, 1.0, "between"), ("matrix", 20, 0.85, 1.0, "at")],
 )
 def test_ddrm_sampler_follows_the_papers_recursion(
     kind: str, steps: int, eta: float, eta_b: float, threshold: float | str
@@ -174,16 +174,19 @@ def test_ddrm_sampler_follows_the_papers_recursion(
     the run. Measured (n = 20,000): errors 0.011-0.016 and 0.024-0.031 against bounds 0.030 and 0.054; the
     denoiser shifted by one grid time gives 0.24-0.52 and 3.6-10.6. ``threshold = "between"`` the two
     nonzero singular values: the smaller one is unmeasured, and the samples follow that law (errors 0.012
-    and 0.024; 0.68 and 22.8 from the law without the threshold)."""
+    and 0.024; 0.68 and 22.8 from the law without the threshold). ``"at"`` the smaller one: "at or below"
+    is unmeasured too (keeping it measured gives 0.14 and 0.97)."""
     p, n = problem(0.1, kind), 20_000
-    if threshold == "between":
-        threshold = float(p.op.svd.s[p.op.svd.s > 0].mean())
+    if threshold in ("between", "at"):
+        nonzero = p.op.svd.s[p.op.svd.s > 0]
+        threshold = float(nonzero.mean() if threshold == "between" else nonzero.min())
     m, P = ddrm_law(p, steps, eta, eta_b, threshold)
     mean_tol, cov_tol = mc_bounds(n)
     x = draw("ddrm", p, steps, n, eta=eta, eta_b=eta_b, threshold=threshold)
     mean_err, cov_err = whitened_errors(x, m, P)
     assert mean_err < mean_tol and cov_err < cov_tol, (mean_err, cov_err)
-    shifted = DDRM(ShiftedTime(p.den, time_grid(p.den.schedule, steps)), steps, p.op, p.y[None].expand(n, -1))
+    shifted_prior = ShiftedTime(p.den, time_grid(p.den.schedule, steps))
+    shifted = DDRM(shifted_prior, steps, p.op, p.y[None].expand(n, -1), threshold=threshold)
     wrong = whitened_errors(shifted((n, D), noise=BatchNoise(n, 0)), m, P)
     assert wrong[0] > 3 * mean_tol or wrong[1] > 3 * cov_tol, wrong
 
